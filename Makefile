@@ -1,0 +1,34 @@
+PY ?= python3
+VENV ?= .venv
+
+STAMP := $(VENV)/.installed
+
+.PHONY: lint test bench bench-s demo clean
+
+# Create the virtualenv if missing and (re)install the project whenever
+# pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python -m pip install -e '.[dev]'
+	touch $@
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.bench_matching --size M
+
+bench-s: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.bench_matching --size S
+
+demo:
+	@echo "make demo: the demo site (embedded defaults) arrives with a later issue; nothing to run yet."
+
+clean:
+	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
