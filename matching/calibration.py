@@ -61,9 +61,16 @@ def calibrate(
     mated = _as_scores(mated_scores, "mated_scores", allow_neg_inf=True)
     nonmated = _as_scores(nonmated_scores, "nonmated_scores", allow_neg_inf=False)
     ordered = np.sort(nonmated)[::-1]
-    # floor(target * n) < n false alarms are allowed: every score strictly above the
-    # next-highest non-mated score may alert, so the threshold sits just above it.
-    allowed = math.floor(target_fpir * len(ordered) + 1e-9)
+    n = len(ordered)
+    # The most false alarms allowed: the largest m < n with m / n <= target, compared
+    # as the FPIR is computed (so a target like 0.57 allows 57 of 100 although
+    # 0.57 * 100 rounds below 57). Every score strictly above the next-highest
+    # non-mated score may alert, so the threshold sits just above it.
+    allowed = min(n - 1, math.floor(target_fpir * n))
+    while allowed + 1 < n and (allowed + 1) / n <= target_fpir:
+        allowed += 1
+    while allowed > 0 and allowed / n > target_fpir:
+        allowed -= 1
     threshold = float(np.nextafter(ordered[allowed], np.inf))
     fpir = float(np.mean(nonmated >= threshold))
     fnir = float(np.mean(mated < threshold))

@@ -115,7 +115,11 @@ def build(
     for name, ids in (("--template-ids", tids), ("--person-ids", pids)):
         if ids.shape != (n,):
             raise _fail(f"{name}: shape {ids.shape} does not match {n} vectors")
-    if out.exists() and current_generation(out) is not None and not replace:
+    try:
+        exists = not replace and out.exists() and current_generation(out) is not None
+    except MatchingError as exc:  # a damaged gallery is still one
+        raise _fail(f"{exc}; {out} holds a damaged gallery") from None
+    if exists:
         raise _fail(f"{out} already holds a gallery; pass --replace to overwrite it")
     policy = IndexPolicy() if flat_max is None else IndexPolicy(flat_max=flat_max)
     try:

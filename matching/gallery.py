@@ -22,6 +22,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from matching.errors import (
     CorruptGallery,
@@ -163,6 +164,14 @@ class _State:
     @property
     def count(self) -> int:
         return len(self.idmap)
+
+
+def _at_slots(column: I64, slots: I64) -> I64:
+    """``column[slots]`` with -1 where a slot is -1 (also when the column is empty)."""
+    out = np.full(slots.shape, -1, dtype=np.int64)
+    hit = slots >= 0
+    out[hit] = column[slots[hit]]
+    return out
 
 
 def _dedupe_by_person(persons: I64, k: int) -> npt.NDArray[np.bool_]:
@@ -386,8 +395,9 @@ class Gallery:
             mode = SearchMode(mode)
         except ValueError as exc:
             raise InvalidQuery(f"mode must be 'alert' or 'investigative', got {mode!r}") from exc
-        if not 1 <= k <= MAX_K:
-            raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {k}")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+            raise InvalidQuery(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+        k = int(k)  # FAISS takes a Python int, not a NumPy integer
         cut: float | None = None
         if mode is SearchMode.ALERT:
             cut = threshold if threshold is not None else self.config.alert_threshold
@@ -395,6 +405,8 @@ class Gallery:
                 raise InvalidQuery(
                     "alert mode needs a threshold (argument or the gallery's alert_threshold)"
                 )
+            if not math.isfinite(cut):  # NaN would let every candidate through
+                raise InvalidQuery(f"alert threshold must be a finite score, got {cut}")
         queries = check_vectors(vectors, self.config.dim, what="queries")
         n = len(queries)
         with self._lock.read():
@@ -403,13 +415,13 @@ class Gallery:
             fetch = min(count, 2 * k)
             while True:
                 slots, scores = self._candidates(state, queries, fetch)
-                persons = np.where(slots >= 0, state.persons.view[np.maximum(slots, 0)], -1)
+                persons = _at_slots(state.persons.view, slots)
                 keep = _dedupe_by_person(persons, k)
                 short = keep.sum(axis=1) < k
                 if fetch >= count or not short.any():
                     break
                 fetch = min(count, fetch * 4)
-            templates = np.where(slots >= 0, state.templates.view[np.maximum(slots, 0)], -1)
+            templates = _at_slots(state.templates.view, slots)
         out_p = np.full((n, k), -1, dtype=np.int64)
         out_t = np.full((n, k), -1, dtype=np.int64)
         out_s = np.full((n, k), -np.inf, dtype=np.float32)
@@ -459,6 +471,14 @@ class Gallery:
             scores, slots = state.index.search(queries, fetch)
             return slots.astype(np.int64), scores
         depth = max(plan.rerank, fetch)
+        if depth >= state.count:
+            # The re-rank would cover the whole gallery, so rank all of it exactly: the
+            # same answer without the approximate pass, which moreover leaves out a few
+            # vectors when asked for (nearly) all of a fast-scan index.
+            live = state.idmap.items()[1]
+            every: F32 = queries @ state.store.get(live).T
+            top = np.argsort(-every, axis=1, kind="stable")[:, :fetch]
+            return live[top], np.take_along_axis(every, top, axis=1)
         _, cand = state.index.search(queries, depth, params=search_params(plan))
         cand = cand.astype(np.int64)
         vecs = state.store.get(np.maximum(cand, 0))
@@ -628,7 +648,15 @@ class Gallery:
             policy=policy or IndexPolicy(),
         )
         gallery = cls(config, path)
-        plan = IndexPlan.model_validate(meta.index_params)
+        try:
+            plan = IndexPlan.model_validate(meta.index_params)
+        except ValidationError as exc:
+            raise CorruptGallery(f"{loaded.path}/meta.json: bad index_params ({exc})") from exc
+        if plan.kind != meta.index_kind:
+            raise CorruptGallery(
+                f"{loaded.path}/meta.json: index_kind {meta.index_kind!r} but index_params "
+                f"describe {plan.kind!r}"
+            )
         gallery._state = _State(
             meta.dim, loaded.store, loaded.slot_templates, loaded.slot_persons, loaded.index, plan
         )

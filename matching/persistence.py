@@ -259,6 +259,13 @@ def read_generation(
         index = (index_reader or (lambda p: faiss.read_index(str(p))))(path / "index.faiss")
     except RuntimeError as exc:  # only reachable with verify=False
         raise CorruptGallery(f"{path / 'index.faiss'}: FAISS cannot read it ({exc}){hint}") from exc
+    is_ivf = faiss.try_extract_index_ivf(index) is not None
+    if index.d != meta.dim or index.ntotal != meta.count or is_ivf != (meta.index_kind == "ivf"):
+        raise CorruptGallery(
+            f"{path / 'index.faiss'}: {'an IVF' if is_ivf else 'a flat'} index of {index.ntotal} "
+            f"vectors of dimension {index.d}, but meta.json says {meta.index_kind}, "
+            f"{meta.count} templates of dimension {meta.dim}{hint}"
+        )
     store = VectorStore.open(path / "vectors.f32", meta.rows, meta.dim)
     return LoadedGeneration(
         meta=meta,

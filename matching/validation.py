@@ -50,7 +50,8 @@ def check_vectors(vectors: object, dim: int, *, what: str = "vectors") -> F32:
         raise InvalidVectors(
             f"{what}: dimension {arr.shape[1]} does not match the gallery's dimension {dim}"
         )
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.asarray(np.isfinite(out).all(axis=1))
     if not finite.all():
         raise InvalidVectors(f"{what}: non-finite values (NaN or inf) in {_rows(~finite)}")
@@ -62,8 +63,10 @@ def check_vectors(vectors: object, dim: int, *, what: str = "vectors") -> F32:
             f"{what}: not L2-normalised in {_rows(bad)} (first norm {first:.6g}); "
             "templates and probes must be unit vectors from the embedder"
         )
-    out /= norms.astype(np.float32)[:, None]
-    return out
+    # A new array: ``out`` may be the caller's own (even read-only, memory-mapped from
+    # a file), which is never changed here.
+    unit: F32 = out / norms.astype(np.float32)[:, None]
+    return unit
 
 
 def check_ids(ids: object, n: int | None = None, *, what: str = "template_ids") -> I64:
