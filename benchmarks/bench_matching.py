@@ -288,9 +288,6 @@ def run_lantern(bench: Bench, policy: IndexPolicy, workdir: Path) -> tuple[Resul
     res.bytes_per_vector = stats.resident_bytes / stats.count
     res.extra["store_bytes_per_vector"] = stats.mapped_bytes / stats.count
     res.extra["index_kind"] = stats.index_kind
-    # The public API returning Python objects, for the record (batch of 256, 2 threads).
-    _, api_qps = batched(lambda q: gallery.search(q, K), bench.xq)
-    res.extra["batch_qps_list_api"] = api_qps
     return res, gallery
 
 

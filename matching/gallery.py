@@ -117,11 +117,14 @@ class GalleryStats(BaseModel):
 
 
 class _Column:
-    """A growable int64 column (slot -> value)."""
+    """A growable int64 column (slot -> value) followed by a -1 sentinel, so that
+    :meth:`at` maps the -1 padding of FAISS results to -1 with one indexing step."""
 
-    def __init__(self, values: I64 | None = None) -> None:
-        self._data: I64 = values.copy() if values is not None else np.empty(0, dtype=np.int64)
-        self._len = len(self._data)
+    def __init__(self, values: I64) -> None:
+        self._len = len(values)
+        self._data: I64 = np.empty(self._len + 1, dtype=np.int64)
+        self._data[: self._len] = values
+        self._data[self._len] = -1
 
     def __len__(self) -> int:
         return self._len
@@ -130,13 +133,19 @@ class _Column:
     def view(self) -> I64:
         return self._data[: self._len]
 
+    def at(self, slots: I64) -> I64:
+        """Values at ``slots`` (any shape); -1 where a slot is -1."""
+        out: I64 = self._data[: self._len + 1][slots]
+        return out
+
     def extend(self, values: I64) -> None:
         need = self._len + len(values)
-        if need > len(self._data):
-            grown = np.empty(max(need, 2 * len(self._data), 1024), dtype=np.int64)
+        if need + 1 > len(self._data):
+            grown = np.empty(max(need + 1, 2 * len(self._data), 1024), dtype=np.int64)
             grown[: self._len] = self._data[: self._len]
             self._data = grown
         self._data[self._len : need] = values
+        self._data[need] = -1
         self._len = need
 
 
@@ -157,38 +166,52 @@ class _State:
         self.persons = _Column(persons)  # slot -> person id, -1 once removed
         live = np.nonzero(templates >= 0)[0].astype(np.int64)
         self.idmap = IdMap(templates[live], live)
+        self.dim = dim
+        self.set_index(index, plan)
+
+    def set_index(self, index: Any, plan: IndexPlan) -> None:
         self.index = index
         self.plan = plan
-        self.dim = dim
+        self.params = search_params(plan)  # read-only after this, shared by all searches
 
     @property
     def count(self) -> int:
         return len(self.idmap)
 
 
-def _at_slots(column: I64, slots: I64) -> I64:
-    """``column[slots]`` with -1 where a slot is -1 (also when the column is empty)."""
-    out = np.full(slots.shape, -1, dtype=np.int64)
-    hit = slots >= 0
-    out[hit] = column[slots[hit]]
-    return out
+def _best_per_person(
+    persons: list[list[int]],
+    templates: list[list[int]],
+    scores: list[list[float]],
+    k: int,
+    cut: float | None,
+) -> tuple[list[list[Candidate]], bool]:
+    """Per row (ordered best first), the first template of each person, at most ``k``,
+    none below ``cut``. Also says whether some row might gain candidates from a deeper
+    fetch: it has fewer than ``k`` persons and its last entry was still eligible.
 
-
-def _dedupe_by_person(persons: I64, k: int) -> npt.NDArray[np.bool_]:
-    """Mask of the entries to keep: per row, the first (best) entry of each person, at most k.
-
-    ``persons`` is (n, m), each row ordered best first, -1 for empty entries.
+    A plain loop: rows are short (2k..a few hundred entries), and a loop over Python
+    lists costs less here than the dozen NumPy calls a vectorised form needs.
     """
-    n, m = persons.shape
-    order = np.argsort(persons, axis=1, kind="stable")  # groups persons, best first inside
-    grouped = np.take_along_axis(persons, order, axis=1)
-    first = np.ones((n, m), dtype=bool)
-    first[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
-    keep = np.zeros((n, m), dtype=bool)
-    np.put_along_axis(keep, order, first, axis=1)
-    keep &= persons >= 0
-    keep &= np.cumsum(keep, axis=1) <= k
-    return keep
+    rows: list[list[Candidate]] = []
+    deeper = False
+    for p_row, t_row, s_row in zip(persons, templates, scores, strict=True):
+        seen: set[int] = set()
+        row: list[Candidate] = []
+        for p, t, s in zip(p_row, t_row, s_row, strict=True):
+            if cut is not None and s < cut:
+                break
+            if p < 0 or p in seen:
+                continue
+            seen.add(p)
+            row.append(Candidate(p, t, s))
+            if len(row) == k:
+                break
+        else:
+            last = s_row[-1] if s_row else -math.inf
+            deeper = deeper or (last > -math.inf and len(row) < k)
+        rows.append(row)
+    return rows, deeper
 
 
 class Gallery:
@@ -345,7 +368,7 @@ class Gallery:
                 if removed and sum(len(s) for s in removed):
                     index.remove_ids(np.concatenate(removed))
                 if self._state is state:
-                    state.index, state.plan = index, plan
+                    state.set_index(index, plan)
                 self._removed_during_build = []
                 self._builder = None
             logger.info(
@@ -379,7 +402,7 @@ class Gallery:
         return self._builder is None
 
     # -- search -----------------------------------------------------------------
-    def search_arrays(
+    def search(
         self,
         vectors: npt.ArrayLike,
         k: int = 10,
@@ -387,9 +410,12 @@ class Gallery:
         threshold: float | None = None,
         *,
         model_id: str | None = None,
-    ) -> tuple[I64, I64, F32]:
-        """Like :meth:`search` but as ``(person_ids, template_ids, scores)`` arrays of
-        shape ``(n, k)``, padded with -1 / -1 / -inf, for callers that process batches."""
+    ) -> list[list[Candidate]]:
+        """Per query, candidates ranked by exact score, one per person.
+
+        ``investigative``: the top ``k`` (1..50) persons. ``alert``: only those at or
+        above ``threshold`` (default: the gallery's ``alert_threshold``), at most ``k``.
+        """
         self._check_model(model_id)
         try:
             mode = SearchMode(mode)
@@ -407,35 +433,26 @@ class Gallery:
                 )
             if not math.isfinite(cut):  # NaN would let every candidate through
                 raise InvalidQuery(f"alert threshold must be a finite score, got {cut}")
+            cut = float(np.float32(cut))  # compare as the float32 scores are
         queries = check_vectors(vectors, self.config.dim, what="queries")
-        n = len(queries)
         with self._lock.read():
             state = self._state
             count = state.count
             fetch = min(count, 2 * k)
             while True:
                 slots, scores = self._candidates(state, queries, fetch)
-                persons = _at_slots(state.persons.view, slots)
-                keep = _dedupe_by_person(persons, k)
-                short = keep.sum(axis=1) < k
-                if fetch >= count or not short.any():
-                    break
+                rows, deeper = _best_per_person(
+                    state.persons.at(slots).tolist(),
+                    state.templates.at(slots).tolist(),
+                    scores.tolist(),
+                    k,
+                    cut,
+                )
+                if fetch >= count or not deeper:
+                    return rows
                 fetch = min(count, fetch * 4)
-            templates = _at_slots(state.templates.view, slots)
-        out_p = np.full((n, k), -1, dtype=np.int64)
-        out_t = np.full((n, k), -1, dtype=np.int64)
-        out_s = np.full((n, k), -np.inf, dtype=np.float32)
-        rows, cols = np.nonzero(keep)
-        ranks = (np.cumsum(keep, axis=1) - 1)[rows, cols]
-        out_p[rows, ranks] = persons[rows, cols]
-        out_t[rows, ranks] = templates[rows, cols]
-        out_s[rows, ranks] = scores[rows, cols]
-        if cut is not None:
-            below = out_s < np.float32(cut)
-            out_p[below], out_t[below], out_s[below] = -1, -1, -np.inf
-        return out_p, out_t, out_s
 
-    def search(
+    def search_arrays(
         self,
         vectors: npt.ArrayLike,
         k: int = 10,
@@ -443,23 +460,20 @@ class Gallery:
         threshold: float | None = None,
         *,
         model_id: str | None = None,
-    ) -> list[list[Candidate]]:
-        """Per query, candidates ranked by exact score, one per person.
-
-        ``investigative``: the top ``k`` (1..50) persons. ``alert``: only those at or
-        above ``threshold`` (default: the gallery's ``alert_threshold``), at most ``k``.
-        """
-        persons, templates, scores = self.search_arrays(
-            vectors, k, mode, threshold, model_id=model_id
-        )
-        results: list[list[Candidate]] = []
-        for p_row, t_row, s_row in zip(
-            persons.tolist(), templates.tolist(), scores.tolist(), strict=True
-        ):
-            results.append(
-                [Candidate(p, t, s) for p, t, s in zip(p_row, t_row, s_row, strict=True) if p >= 0]
-            )
-        return results
+    ) -> tuple[I64, I64, F32]:
+        """:meth:`search` as ``(person_ids, template_ids, scores)`` arrays of shape
+        ``(n, k)``, padded with -1 / -1 / -inf, for callers that process batches."""
+        rows = self.search(vectors, k, mode, threshold, model_id=model_id)
+        out_p = np.full((len(rows), k), -1, dtype=np.int64)
+        out_t = np.full((len(rows), k), -1, dtype=np.int64)
+        out_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        for i, row in enumerate(rows):
+            if row:
+                p, t, sc = zip(*row, strict=True)
+                out_p[i, : len(row)] = p
+                out_t[i, : len(row)] = t
+                out_s[i, : len(row)] = sc
+        return out_p, out_t, out_s
 
     def _candidates(self, state: _State, queries: F32, fetch: int) -> tuple[I64, F32]:
         """Best ``fetch`` slots per query with exact scores, best first (-1 / -inf padded)."""
@@ -479,13 +493,8 @@ class Gallery:
             every: F32 = queries @ state.store.get(live).T
             top = np.argsort(-every, axis=1, kind="stable")[:, :fetch]
             return live[top], np.take_along_axis(every, top, axis=1)
-        _, cand = state.index.search(queries, depth, params=search_params(plan))
-        cand = cand.astype(np.int64)
-        vecs = state.store.get(np.maximum(cand, 0))
-        exact = np.einsum("nrd,nd->nr", vecs, queries)
-        exact[cand < 0] = -np.inf
-        order = np.argsort(-exact, axis=1)[:, :fetch]
-        return np.take_along_axis(cand, order, axis=1), np.take_along_axis(exact, order, axis=1)
+        _, cand = state.index.search(queries, depth, params=state.params)
+        return state.store.rerank(queries, cand, fetch)
 
     # -- bulk -------------------------------------------------------------------
     def rebuild(
@@ -519,7 +528,7 @@ class Gallery:
                     yield part, store.get(part)
 
             index = train_and_fill(plan, self.dim, sample, iter(fill()), progress)
-            fresh.index = index
+            fresh.set_index(index, plan)
             with self._lock.write():
                 self._state = fresh
             self._removed_since_save = True

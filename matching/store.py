@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 
@@ -76,6 +77,45 @@ class VectorStore:
             out[in_base] = self._base[flat[in_base]]
             out[~in_base] = self._tail[flat[~in_base] - nb]
         return out.reshape(*slots.shape, self.dim)
+
+    def rerank(self, queries: F32, slots: I64, k: int) -> tuple[I64, F32]:
+        """Exact re-rank: per query, the ``k`` best of its candidate ``slots`` (an (n, m)
+        matrix, -1 padded) by inner product with the stored rows, best first, padded
+        with -1 / -inf. Reads the rows in place (no gathered copy) when they lie in one
+        contiguous segment, which is the case except after adding to a loaded gallery
+        and before saving it."""
+        n, m = slots.shape
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        rows = self._contiguous()
+        if rows is None:
+            exact: F32 = np.einsum("nmd,nd->nm", self.get(np.maximum(slots, 0)), queries)
+            exact[slots < 0] = -np.inf
+            order = np.argsort(-exact, axis=1)[:, :k]
+            picked = np.arange(n)[:, None], order
+            return slots[picked], exact[picked]
+        best = np.empty((n, k), dtype=np.int64)
+        scores = np.empty((n, k), dtype=np.float32)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        faiss.knn_inner_products_by_idx(  # type: ignore[attr-defined]
+            faiss.swig_ptr(queries),
+            faiss.swig_ptr(rows),
+            faiss.swig_ptr(slots),
+            self.dim,
+            n,
+            len(rows),
+            m,
+            k,
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(best),
+            m,  # leading dimension of ``slots``
+        )
+        scores[best < 0] = -np.inf  # FAISS pads with -FLT_MAX
+        return best, scores
+
+    def _contiguous(self) -> F32 | None:
+        """All rows as one C-contiguous array, when they are in one segment."""
+        rows = self._base if self._tail_len == 0 else self._tail if len(self._base) == 0 else None
+        return rows if rows is not None and rows.flags.c_contiguous else None
 
     def zero(self, slots: I64) -> None:
         """Overwrite removed rows with zeros (copy-on-write for the mapped part)."""

@@ -118,8 +118,9 @@ SCORES = st.floats(-1.0, 1.0, allow_nan=False)
 
 @settings(max_examples=300, deadline=None)
 @given(
-    nonmated=st.lists(st.one_of(SCORES, st.sampled_from([0.0, 0.5, -0.25])), min_size=1,
-                      max_size=60),
+    nonmated=st.lists(
+        st.one_of(SCORES, st.sampled_from([0.0, 0.5, -0.25])), min_size=1, max_size=60
+    ),
     mated=st.lists(st.one_of(SCORES, st.just(-math.inf)), min_size=1, max_size=30),
     target=st.floats(0.0, 1.0, exclude_min=True, exclude_max=True),
 )

@@ -208,8 +208,9 @@ def _switch_under_searches(rng: np.random.Generator, rerank: int) -> bool:
                 [(c.person_id, c.template_id) for c in row] for row in reference
             ]
             for row, ref in zip(rows, reference, strict=True):
-                np.testing.assert_allclose([c.score for c in row], [c.score for c in ref],
-                                           atol=1e-5)
+                np.testing.assert_allclose(
+                    [c.score for c in row], [c.score for c in ref], atol=1e-5
+                )
     else:
         step = max(1, len(results) // 10)
         for _, rows in results[::step] + results[-1:]:

@@ -435,9 +435,7 @@ def test_failed_rebuild_keeps_the_old_content(
     with pytest.raises(expected):
         gallery.rebuild(iter(blocks), spill_dir=spill)
     assert gallery_snapshot(gallery, filled.queries) == before
-    assert_same_results(
-        filled.oracle, filled.queries, gallery.search(filled.queries, k=10), 10
-    )
+    assert_same_results(filled.oracle, filled.queries, gallery.search(filled.queries, k=10), 10)
     assert list(spill.iterdir()) == [], "the partial spill file is deleted"
 
 

@@ -25,7 +25,6 @@ from gallery_oracle import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -35,7 +34,7 @@ from hypothesis.stateful import (
 )
 
 from matching import DuplicateTemplate, UnknownTemplate
-from matching.gallery import MAX_K, Gallery, _dedupe_by_person
+from matching.gallery import MAX_K, Gallery, _best_per_person
 from matching.idmap import IdMap
 
 SEEDS = st.integers(0, 2**32 - 1)
@@ -70,8 +69,9 @@ class GalleryMachine(RuleBasedStateMachine):
         copies=st.integers(0, 2),
     )
     def add(self, data: st.DataObject, template_ids: list[int], seed: int, copies: int) -> None:
-        persons = data.draw(st.lists(PERSON_IDS, min_size=len(template_ids),
-                                     max_size=len(template_ids)))
+        persons = data.draw(
+            st.lists(PERSON_IDS, min_size=len(template_ids), max_size=len(template_ids))
+        )
         vectors = self._vectors(seed, len(template_ids), copies)
         if any(t in self.oracle.rows for t in template_ids):
             with pytest.raises(DuplicateTemplate):
@@ -128,9 +128,7 @@ class GalleryMachine(RuleBasedStateMachine):
         assert stats.persons == len(self.oracle.persons)
 
 
-GalleryMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=30, deadline=None
-)
+GalleryMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
 TestGalleryMachine = GalleryMachine.TestCase
 
 
@@ -202,28 +200,40 @@ def test_ivf_operation_sequences_match_oracle(
 # -- building blocks --------------------------------------------------------------------------
 
 
-def _dedupe_naive(persons: np.ndarray, k: int) -> np.ndarray:
-    keep = np.zeros(persons.shape, dtype=bool)
-    for i, row in enumerate(persons):
-        seen: set[int] = set()
-        for j, person in enumerate(row):
-            if person >= 0 and person not in seen and len(seen) < k:
-                seen.add(int(person))
-                keep[i, j] = True
-    return keep
-
-
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    persons=hnp.arrays(
-        np.int64,
-        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12),
-        elements=st.integers(-1, 5),
+    rows=st.lists(
+        st.lists(st.tuples(st.integers(0, 5), st.floats(-1, 1, width=32)), max_size=12),
+        min_size=1,
+        max_size=4,
     ),
+    padding=st.integers(0, 3),
     k=st.integers(1, 12),
+    cut=st.none() | st.floats(-1, 1, width=32),
 )
-def test_dedupe_keeps_the_first_entry_of_each_person(persons: np.ndarray, k: int) -> None:
-    np.testing.assert_array_equal(_dedupe_by_person(persons, k), _dedupe_naive(persons, k))
+def test_best_per_person_keeps_the_first_entry_of_each_person(
+    rows: list[list[tuple[int, float]]], padding: int, k: int, cut: float | None
+) -> None:
+    # Rows as FAISS gives them after the re-rank: best first, -1 / -inf padding last.
+    ordered = [sorted(row, key=lambda e: -e[1]) + [(-1, -np.inf)] * padding for row in rows]
+    persons = [[p for p, _ in row] for row in ordered]
+    scores = [[s for _, s in row] for row in ordered]
+    templates = [[100 * p + j if p >= 0 else -1 for j, p in enumerate(r)] for r in persons]
+    got, deeper = _best_per_person(persons, templates, scores, k, cut)
+    expect_deeper = False
+    for row_p, row_t, row_s, out in zip(persons, templates, scores, got, strict=True):
+        expected = []
+        seen: set[int] = set()
+        for p, t, s in zip(row_p, row_t, row_s, strict=True):
+            if p < 0 or p in seen or (cut is not None and s < cut) or len(expected) == k:
+                continue
+            seen.add(p)
+            expected.append((p, t, s))
+        assert [tuple(c) for c in out] == expected
+        eligible = [s for s in row_s if s > -np.inf and (cut is None or s >= cut)]
+        if len(expected) < k and row_s and len(eligible) == len(row_s):
+            expect_deeper = True
+    assert deeper == expect_deeper
 
 
 @settings(max_examples=100, deadline=None)

@@ -34,8 +34,9 @@ def inputs(tmp_path: Path, rng: np.random.Generator) -> dict[str, Path]:
         "vectors": data.vectors,
         "template_ids": data.template_ids,
         "person_ids": data.person_ids,
-        "queries": np.concatenate([noisy_copies(rng, data.centres[:8], 0.8),
-                                   unit_rows(rng, 4, DIM)]),
+        "queries": np.concatenate(
+            [noisy_copies(rng, data.centres[:8], 0.8), unit_rows(rng, 4, DIM)]
+        ),
     }
     paths = {}
     for name, array in files.items():
@@ -46,12 +47,20 @@ def inputs(tmp_path: Path, rng: np.random.Generator) -> dict[str, Path]:
 
 def _build(inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
     return [
-        "build", str(out),
-        "--vectors", str(inputs["vectors"]),
-        "--template-ids", str(inputs["template_ids"]),
-        "--person-ids", str(inputs["person_ids"]),
-        "--model-id", "cli-model", "--purpose", "watchlist",
-        "--block", "50",
+        "build",
+        str(out),
+        "--vectors",
+        str(inputs["vectors"]),
+        "--template-ids",
+        str(inputs["template_ids"]),
+        "--person-ids",
+        str(inputs["person_ids"]),
+        "--model-id",
+        "cli-model",
+        "--purpose",
+        "watchlist",
+        "--block",
+        "50",
         *extra,
     ]
 
@@ -74,13 +83,23 @@ def test_build_stats_and_search(inputs: dict[str, Path], tmp_path: Path) -> None
     for args, kwargs in (
         ([], {"k": 10}),
         (["-k", "3"], {"k": 3}),
-        (["--k", "50", "--mode", "alert", "--threshold", "0.4"],
-         {"k": 50, "mode": "alert", "threshold": 0.4}),
+        (
+            ["--k", "50", "--mode", "alert", "--threshold", "0.4"],
+            {"k": 50, "mode": "alert", "threshold": 0.4},
+        ),
     ):
         found = runner.invoke(
             app,
-            ["search", str(out), "--queries", str(inputs["queries"]), "--json",
-             "--model-id", "cli-model", *args],
+            [
+                "search",
+                str(out),
+                "--queries",
+                str(inputs["queries"]),
+                "--json",
+                "--model-id",
+                "cli-model",
+                *args,
+            ],
         )
         assert found.exit_code == 0, found.output
         lines = [json.loads(line) for line in found.stdout.splitlines()]
@@ -102,8 +121,9 @@ def test_build_with_default_ids(tmp_path: Path, rng: np.random.Generator) -> Non
     vectors = tmp_path / "v.npy"
     np.save(vectors, unit_rows(rng, 40, 16))
     out = tmp_path / "g"
-    result = runner.invoke(app, ["build", str(out), "--vectors", str(vectors),
-                                 "--model-id", "m", "--purpose", "found"])
+    result = runner.invoke(
+        app, ["build", str(out), "--vectors", str(vectors), "--model-id", "m", "--purpose", "found"]
+    )
     assert result.exit_code == 0, result.output
     gallery = Gallery.load(out)
     assert gallery.stats().count == gallery.stats().persons == 40
@@ -117,9 +137,23 @@ def test_flat_max_gives_an_ivf_gallery(tmp_path: Path, rng: np.random.Generator)
     out = tmp_path / "g"
     threads = faiss.omp_get_max_threads()
     try:
-        result = runner.invoke(app, ["build", str(out), "--vectors", str(vectors), "--model-id",
-                                     "m", "--purpose", "found", "--flat-max", "1000",
-                                     "--threads", "1"])
+        result = runner.invoke(
+            app,
+            [
+                "build",
+                str(out),
+                "--vectors",
+                str(vectors),
+                "--model-id",
+                "m",
+                "--purpose",
+                "found",
+                "--flat-max",
+                "1000",
+                "--threads",
+                "1",
+            ],
+        )
         assert faiss.omp_get_max_threads() == 1
     finally:
         faiss.omp_set_num_threads(threads)  # a process-wide setting: put it back
@@ -142,8 +176,20 @@ def test_replace_overwrites_an_existing_gallery(
 
     smaller = tmp_path / "smaller.npy"
     np.save(smaller, unit_rows(rng, 7, DIM))
-    replaced = runner.invoke(app, ["build", str(out), "--vectors", str(smaller), "--model-id",
-                                   "cli-model", "--purpose", "watchlist", "--replace"])
+    replaced = runner.invoke(
+        app,
+        [
+            "build",
+            str(out),
+            "--vectors",
+            str(smaller),
+            "--model-id",
+            "cli-model",
+            "--purpose",
+            "watchlist",
+            "--replace",
+        ],
+    )
     assert replaced.exit_code == 0, replaced.output
     assert Gallery.load(out).stats().count == 7
     assert len(generations(out)) == 1, "the replaced content is not kept on disk"
@@ -173,8 +219,9 @@ def test_missing_input_file(inputs: dict[str, Path], tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "--vectors: no such file" in _error(result) and "nope.npy" in _error(result)
-    missing = runner.invoke(app, ["search", str(tmp_path / "g"), "--queries",
-                                  str(tmp_path / "nope.npy")])
+    missing = runner.invoke(
+        app, ["search", str(tmp_path / "g"), "--queries", str(tmp_path / "nope.npy")]
+    )
     assert missing.exit_code == 2 and "--queries: no such file" in _error(missing)
 
 
@@ -235,8 +282,10 @@ def test_bad_content_is_a_clear_error(
 def test_search_refuses_another_model(inputs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "gallery"
     assert runner.invoke(app, _build(inputs, out)).exit_code == 0
-    result = runner.invoke(app, ["search", str(out), "--queries", str(inputs["queries"]),
-                                 "--model-id", "another-model"])
+    result = runner.invoke(
+        app,
+        ["search", str(out), "--queries", str(inputs["queries"]), "--model-id", "another-model"],
+    )
     assert result.exit_code == 2
     assert "another-model" in _error(result) and "cli-model" in _error(result)
     assert result.stdout == ""
@@ -254,8 +303,9 @@ def test_search_errors(inputs: dict[str, Path], tmp_path: Path, rng: np.random.G
     assert result.exit_code == 2 and "dimension 16" in _error(result)
     too_many = runner.invoke(app, [*query_args, "-k", "51"])
     assert too_many.exit_code == 2
-    not_there = runner.invoke(app, ["search", str(tmp_path / "none"), "--queries",
-                                    str(inputs["queries"])])
+    not_there = runner.invoke(
+        app, ["search", str(tmp_path / "none"), "--queries", str(inputs["queries"])]
+    )
     assert not_there.exit_code == 2 and "no such gallery directory" in _error(not_there)
     stats = runner.invoke(app, ["stats", str(tmp_path / "none")])
     assert stats.exit_code == 2 and "no such gallery directory" in _error(stats)
@@ -266,14 +316,34 @@ def test_calibrate_command(tmp_path: Path) -> None:
     nonmated = np.linspace(0.0, 0.6, 200)
     np.save(tmp_path / "m.npy", mated)
     np.save(tmp_path / "n.npy", nonmated)
-    result = runner.invoke(app, ["calibrate", "--mated", str(tmp_path / "m.npy"), "--nonmated",
-                                 str(tmp_path / "n.npy"), "--target-fpir", "0.01"])
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--mated",
+            str(tmp_path / "m.npy"),
+            "--nonmated",
+            str(tmp_path / "n.npy"),
+            "--target-fpir",
+            "0.01",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == json.loads(
         calibrate(mated, nonmated, 0.01).model_dump_json()
     )
-    bad = runner.invoke(app, ["calibrate", "--mated", str(tmp_path / "m.npy"), "--nonmated",
-                              str(tmp_path / "n.npy"), "--target-fpir", "1.5"])
+    bad = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--mated",
+            str(tmp_path / "m.npy"),
+            "--nonmated",
+            str(tmp_path / "n.npy"),
+            "--target-fpir",
+            "1.5",
+        ],
+    )
     assert bad.exit_code == 2 and "target_fpir" in _error(bad)
 
 

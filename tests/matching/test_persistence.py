@@ -83,7 +83,10 @@ def test_round_trip_gives_identical_results(saved: tuple[Filled, Path]) -> None:
     assert len(loaded) == len(filled.oracle)
     _same_search(filled.gallery, loaded, filled.queries)
     assert_same_results(
-        filled.oracle, filled.queries, loaded.search(filled.queries, k=MAX_K), MAX_K,
+        filled.oracle,
+        filled.queries,
+        loaded.search(filled.queries, k=MAX_K),
+        MAX_K,
         exact_persons=True,
     )
     stats = loaded.stats()
@@ -229,9 +232,7 @@ def test_missing_current_or_directory_is_a_corrupt_gallery(
 @pytest.mark.parametrize(
     "content", [b"", b"{not json", b"[]", b'{"model_id": "x"}', b"\xe9\xe9\x00"]
 )
-def test_garbage_meta_json_is_a_corrupt_gallery(
-    saved: tuple[Filled, Path], content: bytes
-) -> None:
+def test_garbage_meta_json_is_a_corrupt_gallery(saved: tuple[Filled, Path], content: bytes) -> None:
     _, directory = saved
     (_current_dir(directory) / "meta.json").write_bytes(content)
     with pytest.raises(CorruptGallery, match="meta.json"):
@@ -303,14 +304,15 @@ def test_previous_generation_is_kept_without_removals_and_stays_loadable(
     restored = Gallery.load(directory)
     assert len(restored) == first_count
     assert_same_results(
-        filled.oracle, filled.queries, restored.search(filled.queries, k=10), 10,
+        filled.oracle,
+        filled.queries,
+        restored.search(filled.queries, k=10),
+        10,
         exact_persons=True,
     )
 
 
-def test_only_the_current_and_previous_generations_are_kept(
-    filled: Filled, tmp_path: Path
-) -> None:
+def test_only_the_current_and_previous_generations_are_kept(filled: Filled, tmp_path: Path) -> None:
     directory = tmp_path / "g"
     for expected in ([1], [1, 2], [2, 3], [3, 4]):
         filled.gallery.save(directory)

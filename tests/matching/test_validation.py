@@ -85,9 +85,9 @@ def test_norm_within_tolerance_is_accepted_and_renormalised(
 ) -> None:
     gallery, oracle = filled.gallery, filled.oracle
     unit = unit_rows(rng, 4, DIM)
-    near = unit.astype(np.float64) * np.array([[1 + 0.9 * NORM_TOLERANCE],
-                                               [1 - 0.9 * NORM_TOLERANCE],
-                                               [1 + 1e-5], [1.0]])
+    near = unit.astype(np.float64) * np.array(
+        [[1 + 0.9 * NORM_TOLERANCE], [1 - 0.9 * NORM_TOLERANCE], [1 + 1e-5], [1.0]]
+    )
     gallery.add([1, 2, 3, 4], [1, 2, 3, 4], near)
     oracle.add([1, 2, 3, 4], [1, 2, 3, 4], unit)
     for j, query in enumerate(near):  # the query is off by as much, and accepted too
@@ -136,7 +136,11 @@ def _bad_ids(n: int) -> dict[str, tuple[object, object, type[Exception], str]]:
         "too many person ids": (good, [*good, 99], InvalidIds, f"{n + 1} ids for {n} vectors"),
         "2-d ids": (np.array(good).reshape(n, 1), good, InvalidIds, "1-d"),
         "uint64 beyond int64": (
-            np.array([2**63 + 1, *good[1:]], dtype=np.uint64), good, InvalidIds, "64-bit"),
+            np.array([2**63 + 1, *good[1:]], dtype=np.uint64),
+            good,
+            InvalidIds,
+            "64-bit",
+        ),
         "repeated in batch": ([7, 8, 7, *good[3:]], good, DuplicateTemplate, r"\[7\]"),
     }
 
