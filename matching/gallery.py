@@ -179,39 +179,66 @@ class _State:
         return len(self.idmap)
 
 
-def _best_per_person(
-    persons: list[list[int]],
-    templates: list[list[int]],
-    scores: list[list[float]],
-    k: int,
-    cut: float | None,
-) -> tuple[list[list[Candidate]], bool]:
-    """Per row (ordered best first), the first template of each person, at most ``k``,
-    none below ``cut``. Also says whether some row might gain candidates from a deeper
-    fetch: it has fewer than ``k`` persons and its last entry was still eligible.
+# Ranking candidates into persons. Input: per query, candidate person ids (-1 for
+# padding) ordered by exact score, best first, and those scores. Output: the first
+# (best) candidate of each person, at most k, none below the alert cut, as person ids
+# and the column each was taken from (-1 padded); and whether some row might gain
+# persons from a deeper fetch (fewer than k found while its last candidate was still
+# eligible). Two implementations give the same answer (a property test checks it):
+# a plain loop, cheapest for the few queries of live searches, and a vectorised one
+# whose fixed cost of a dozen NumPy calls is shared by the rows of a batch.
+_FEW_QUERIES = 8
 
-    A plain loop: rows are short (2k..a few hundred entries), and a loop over Python
-    lists costs less here than the dozen NumPy calls a vectorised form needs.
-    """
-    rows: list[list[Candidate]] = []
+Ranked = tuple[I64, I64, bool]
+
+
+def _rank_few(persons: I64, scores: F32, k: int, cut: float | None) -> Ranked:
+    n = len(persons)
+    out_p = np.full((n, k), -1, dtype=np.int64)
+    taken = np.full((n, k), -1, dtype=np.int64)
     deeper = False
-    for p_row, t_row, s_row in zip(persons, templates, scores, strict=True):
+    for i, (p_row, s_row) in enumerate(zip(persons.tolist(), scores.tolist(), strict=True)):
         seen: set[int] = set()
-        row: list[Candidate] = []
-        for p, t, s in zip(p_row, t_row, s_row, strict=True):
+        found = 0
+        for j, (p, s) in enumerate(zip(p_row, s_row, strict=True)):
             if cut is not None and s < cut:
                 break
             if p < 0 or p in seen:
                 continue
             seen.add(p)
-            row.append(Candidate(p, t, s))
-            if len(row) == k:
+            out_p[i, found] = p
+            taken[i, found] = j
+            found += 1
+            if found == k:
                 break
         else:
-            last = s_row[-1] if s_row else -math.inf
-            deeper = deeper or (last > -math.inf and len(row) < k)
-        rows.append(row)
-    return rows, deeper
+            deeper = deeper or (bool(s_row) and s_row[-1] > -math.inf and found < k)
+    return out_p, taken, deeper
+
+
+def _rank_many(persons: I64, scores: F32, k: int, cut: float | None) -> Ranked:
+    n, m = persons.shape
+    if cut is not None:
+        persons = np.where(scores >= np.float64(cut), persons, -1)  # exact, as _rank_few
+    order = np.argsort(persons, axis=1, kind="stable")  # each person's best entry first
+    grouped = np.take_along_axis(persons, order, axis=1)
+    first = np.empty((n, m), dtype=bool)
+    first[:, 0] = True
+    first[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
+    first &= grouped >= 0
+    keep = np.zeros((n, m), dtype=bool)
+    np.put_along_axis(keep, order, first, axis=1)
+    rank = np.cumsum(keep, axis=1) - 1
+    keep &= rank < k
+    rows, cols = np.nonzero(keep)
+    out_p = np.full((n, k), -1, dtype=np.int64)
+    taken = np.full((n, k), -1, dtype=np.int64)
+    out_p[rows, rank[rows, cols]] = persons[rows, cols]
+    taken[rows, rank[rows, cols]] = cols
+    last = scores[:, -1]
+    eligible = last > -np.inf if cut is None else last >= np.float64(cut)
+    deeper = bool((eligible & (keep.sum(axis=1) < k)).any())
+    return out_p, taken, deeper
 
 
 class Gallery:
@@ -416,6 +443,27 @@ class Gallery:
         ``investigative``: the top ``k`` (1..50) persons. ``alert``: only those at or
         above ``threshold`` (default: the gallery's ``alert_threshold``), at most ``k``.
         """
+        persons, templates, scores = self.search_arrays(
+            vectors, k, mode, threshold, model_id=model_id
+        )
+        return [
+            [Candidate(p, t, s) for p, t, s in zip(p_row, t_row, s_row, strict=True) if p >= 0]
+            for p_row, t_row, s_row in zip(
+                persons.tolist(), templates.tolist(), scores.tolist(), strict=True
+            )
+        ]
+
+    def search_arrays(
+        self,
+        vectors: npt.ArrayLike,
+        k: int = 10,
+        mode: SearchMode | str = SearchMode.INVESTIGATIVE,
+        threshold: float | None = None,
+        *,
+        model_id: str | None = None,
+    ) -> tuple[I64, I64, F32]:
+        """:meth:`search` as ``(person_ids, template_ids, scores)`` arrays of shape
+        ``(n, k)``, padded with -1 / -1 / -inf: the batch interface."""
         self._check_model(model_id)
         try:
             mode = SearchMode(mode)
@@ -433,46 +481,23 @@ class Gallery:
                 )
             if not math.isfinite(cut):  # NaN would let every candidate through
                 raise InvalidQuery(f"alert threshold must be a finite score, got {cut}")
-            cut = float(np.float32(cut))  # compare as the float32 scores are
         queries = check_vectors(vectors, self.config.dim, what="queries")
+        rank = _rank_few if len(queries) <= _FEW_QUERIES else _rank_many
         with self._lock.read():
             state = self._state
             count = state.count
             fetch = min(count, 2 * k)
             while True:
                 slots, scores = self._candidates(state, queries, fetch)
-                rows, deeper = _best_per_person(
-                    state.persons.at(slots).tolist(),
-                    state.templates.at(slots).tolist(),
-                    scores.tolist(),
-                    k,
-                    cut,
-                )
+                persons = state.persons.at(slots)
+                out_p, taken, deeper = rank(persons, scores, k, cut)
                 if fetch >= count or not deeper:
-                    return rows
+                    break
                 fetch = min(count, fetch * 4)
-
-    def search_arrays(
-        self,
-        vectors: npt.ArrayLike,
-        k: int = 10,
-        mode: SearchMode | str = SearchMode.INVESTIGATIVE,
-        threshold: float | None = None,
-        *,
-        model_id: str | None = None,
-    ) -> tuple[I64, I64, F32]:
-        """:meth:`search` as ``(person_ids, template_ids, scores)`` arrays of shape
-        ``(n, k)``, padded with -1 / -1 / -inf, for callers that process batches."""
-        rows = self.search(vectors, k, mode, threshold, model_id=model_id)
-        out_p = np.full((len(rows), k), -1, dtype=np.int64)
-        out_t = np.full((len(rows), k), -1, dtype=np.int64)
-        out_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
-        for i, row in enumerate(rows):
-            if row:
-                p, t, sc = zip(*row, strict=True)
-                out_p[i, : len(row)] = p
-                out_t[i, : len(row)] = t
-                out_s[i, : len(row)] = sc
+            got = taken >= 0
+            cols = np.maximum(taken, 0)
+            out_t = np.where(got, state.templates.at(np.take_along_axis(slots, cols, 1)), -1)
+        out_s = np.where(got, np.take_along_axis(scores, cols, 1), np.float32(-np.inf))
         return out_p, out_t, out_s
 
     def _candidates(self, state: _State, queries: F32, fetch: int) -> tuple[I64, F32]:

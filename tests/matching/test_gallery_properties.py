@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 )
 
 from matching import DuplicateTemplate, UnknownTemplate
-from matching.gallery import MAX_K, Gallery, _best_per_person
+from matching.gallery import MAX_K, Gallery, _rank_few, _rank_many
 from matching.idmap import IdMap
 
 SEEDS = st.integers(0, 2**32 - 1)
@@ -209,31 +209,36 @@ def test_ivf_operation_sequences_match_oracle(
     ),
     padding=st.integers(0, 3),
     k=st.integers(1, 12),
-    cut=st.none() | st.floats(-1, 1, width=32),
+    cut=st.none() | st.floats(-1, 1),
 )
-def test_best_per_person_keeps_the_first_entry_of_each_person(
+def test_ranking_keeps_the_first_entry_of_each_person(
     rows: list[list[tuple[int, float]]], padding: int, k: int, cut: float | None
 ) -> None:
-    # Rows as FAISS gives them after the re-rank: best first, -1 / -inf padding last.
-    ordered = [sorted(row, key=lambda e: -e[1]) + [(-1, -np.inf)] * padding for row in rows]
-    persons = [[p for p, _ in row] for row in ordered]
-    scores = [[s for _, s in row] for row in ordered]
-    templates = [[100 * p + j if p >= 0 else -1 for j, p in enumerate(r)] for r in persons]
-    got, deeper = _best_per_person(persons, templates, scores, k, cut)
+    # Rows as the re-rank gives them: best first, -1 / -inf padding last, equal widths.
+    width = max(1, max(len(row) for row in rows) + padding)
+    ordered = [sorted(row, key=lambda e: -e[1]) for row in rows]
+    ordered = [row + [(-1, -np.inf)] * (width - len(row)) for row in ordered]
+    persons = np.array([[p for p, _ in row] for row in ordered], dtype=np.int64)
+    scores = np.array([[s for _, s in row] for row in ordered], dtype=np.float32)
+    expect_p = np.full((len(rows), k), -1, dtype=np.int64)
+    expect_cols = np.full((len(rows), k), -1, dtype=np.int64)
     expect_deeper = False
-    for row_p, row_t, row_s, out in zip(persons, templates, scores, got, strict=True):
-        expected = []
-        seen: set[int] = set()
-        for p, t, s in zip(row_p, row_t, row_s, strict=True):
-            if p < 0 or p in seen or (cut is not None and s < cut) or len(expected) == k:
+    for i, (row_p, row_s) in enumerate(zip(persons.tolist(), scores.tolist(), strict=True)):
+        seen: list[int] = []
+        for j, (p, s) in enumerate(zip(row_p, row_s, strict=True)):
+            if p < 0 or p in seen or (cut is not None and s < cut) or len(seen) == k:
                 continue
-            seen.add(p)
-            expected.append((p, t, s))
-        assert [tuple(c) for c in out] == expected
-        eligible = [s for s in row_s if s > -np.inf and (cut is None or s >= cut)]
-        if len(expected) < k and row_s and len(eligible) == len(row_s):
+            expect_p[i, len(seen)] = p
+            expect_cols[i, len(seen)] = j
+            seen.append(p)
+        last = row_s[-1]
+        if len(seen) < k and last > -np.inf and (cut is None or last >= cut):
             expect_deeper = True
-    assert deeper == expect_deeper
+    for rank in (_rank_few, _rank_many):
+        got_p, got_cols, deeper = rank(persons, scores, k, cut)
+        np.testing.assert_array_equal(got_p, expect_p)
+        np.testing.assert_array_equal(got_cols, expect_cols)
+        assert deeper == expect_deeper, rank.__name__
 
 
 @settings(max_examples=100, deadline=None)
