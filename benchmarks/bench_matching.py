@@ -511,6 +511,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="where to keep the temporary vector files (default: $TMPDIR)"
     )
+    parser.add_argument(
+        "--hnsw-m", type=int, default=16, help="hnswlib M / usearch connectivity (default 16)"
+    )
+    parser.add_argument(
+        "--hnsw-ef-construction", type=int, default=100, help="build-time ef (default 100)"
+    )
+    parser.add_argument(
+        "--hnsw-ef",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[64, 128, 256, 512, 1024],
+        help="search-time ef values to sweep, comma-separated (default 64,...,1024)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
@@ -564,11 +576,18 @@ def main(argv: list[str] | None = None) -> int:
     target = lantern.recall_at_1
     anchor_sweeps: list[Result] = []
     if not args.no_anchors:
-        efs = [64, 128, 256, 512, 1024]
-        systems["hnswlib"], sw = run_hnswlib(bench, target, efs, m=16, ef_construction=100)
+        efs = args.hnsw_ef
+        systems["hnswlib"], sw = run_hnswlib(
+            bench, target, efs, m=args.hnsw_m, ef_construction=args.hnsw_ef_construction
+        )
         anchor_sweeps += sw
         systems["usearch"], sw = run_usearch(
-            bench, target, efs, m=16, ef_construction=100, dtype="f32"
+            bench,
+            target,
+            efs,
+            m=args.hnsw_m,
+            ef_construction=args.hnsw_ef_construction,
+            dtype="f32",
         )
         anchor_sweeps += sw
     sweep: list[Result] = []
