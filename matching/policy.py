@@ -1,30 +1,31 @@
 """Which FAISS index a gallery uses, by size, and how it is built and searched.
 
-The policy (numbers from ``benchmarks/bench_matching.py`` on the 2-core reference
-machine, 512-d; see ``benchmarks/README.md``):
+The policy (figures from ``make bench``, 1M x 512-d synthetic templates on the
+2-core reference machine; ``benchmarks/README.md`` has the whole sweep):
 
 * while the vectors take at most ``flat_max_bytes`` (64 MiB: 32,768 templates at
   512-d, 131,072 at 128-d; ``flat_max`` overrides it with a count): **exact**
   ``IndexFlatIP`` (inside an ``IndexIDMap`` so slots can be removed). Exact search
-  is bound by memory bandwidth: about 128 ms a query for 2 GB (1M x 512-d) here, so
-  64 MiB answer in about 4 ms on one core, inside the 5 ms single-query budget,
-  with no recall loss at all.
+  is bound by memory bandwidth: 68 ms at the median, 180 ms at p99, for one query
+  over 2 GB on one core, so 64 MiB stay within the 5 ms single-query budget even
+  at p99, with no recall loss at all.
 * above it: **IVF with 4-bit PQ fast-scan codes** (``IVF{nlist},PQ{dim/16}x4fs``),
   ``nlist`` about ``4 * sqrt(n)`` rounded to a power of two (4096 at 1M), probing
   one list in eight, and **exact re-ranking** of the best ``rerank`` (32)
   candidates with the full-precision vectors of the gallery's store. The codes take
-  dim/32 bytes a vector (16 at 512-d). On the pessimistic synthetic set at 1M x
-  512-d this gave recall@1 0.9985 at about 0.9 ms a query on one core and 4,700
-  queries/s batched on two; probing one list in sixteen gave only 0.986, because
-  random-centre data gives a coarse quantiser little to work with, which is why
-  the probe share is wide and the codes are cheap. IVF-SQ8 at the same probe
-  share reaches the same recall about eight times slower (565 queries/s at nprobe
-  128 against about 7,700 for fast-scan), its codes being 32 times larger to scan.
-  The codes are too coarse to rank by themselves, but the mate only has to reach
-  the top 32 for the exact re-rank to put it first, and the re-rank makes every
-  returned score exact, so alert thresholds mean the same on every index kind.
-  Removal works on this index (``remove_ids`` without a direct map; a hashtable
-  direct map is not supported for fast-scan lists).
+  dim/32 bytes a vector (16 at 512-d). This gave recall@1 0.9982 against exact
+  search, 0.88 ms median and 1.8 ms p99 a query on one core, and 4,993 queries/s
+  batched on two. Probing one list in sixteen gave 0.9905: random-centre data
+  gives a coarse quantiser little to work with, so the probe share has to be wide
+  and the codes cheap to scan. IVF-Flat and IVF-SQ8 reach the same recall at the
+  same probe share, 39 and 18 times slower (116 and 253 queries/s against 4,513
+  at nprobe 512), their codes being 128 and 32 times larger. 4-bit codes are too
+  coarse to rank by themselves, but the mate only has to reach the top 32 for the
+  exact re-rank to put it first, and the re-rank makes every returned score
+  exact, so alert thresholds mean the same on every index kind. Removal works on
+  this index (``remove_ids`` without a direct map; a hashtable direct map is not
+  supported for fast-scan lists). HNSW was not chosen: it has no removal, and
+  the HNSW libraries measured in the same run stayed below 0.91 recall@1 at 1M.
 
 When the gallery outgrows its plan (flat past its limit, or IVF past
 ``regrow_factor`` times the size it was trained for) the gallery builds the new index
@@ -59,7 +60,7 @@ class IndexPlan(BaseModel):
     rerank: int = Field(0, ge=0, description="Candidates re-ranked exactly per query")
     built_for: int = Field(0, ge=0, description="Live templates when the plan was made")
 
-    def factory(self, dim: int) -> str:
+    def factory(self) -> str:
         if self.kind == "flat":
             return "IDMap,Flat"
         return f"IVF{self.nlist},PQ{self.pq_m}x4fs"
@@ -136,7 +137,7 @@ def _pq_m(dim: int, dims_per_code: int) -> int:
 
 def new_index(plan: IndexPlan, dim: int) -> Any:
     """An empty (untrained for IVF) index for ``plan``, inner-product metric."""
-    return faiss.index_factory(dim, plan.factory(dim), faiss.METRIC_INNER_PRODUCT)
+    return faiss.index_factory(dim, plan.factory(), faiss.METRIC_INNER_PRODUCT)
 
 
 def train_and_fill(
