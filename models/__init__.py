@@ -1,7 +1,22 @@
-"""Face engines behind one interface.
+"""Face engines: detect, align and embed behind one interface.
 
-Each backend (dlib, insightface ONNX packs) offers ``detect(image)`` returning faces
-with a bounding box, five landmarks and a score, and ``embed(image, face)`` returning
-an L2-normalised vector, and states its ``model_id`` and ``dim``. Alignment is pure
-functions. Models import nothing from ``matching``, ``hub`` or ``edge``.
+``detect(image) -> list[Face]`` (bbox, five landmarks in :data:`LANDMARK_NAMES`
+order, score) and ``embed(image, faces) -> (n, dim)`` L2-normalised float32, with
+``model_id`` naming the embedder and its alignment. Backends: ``dlib`` (the default,
+offline); insightface and YuNet arrive with the face-engine issue. Knows faces, not
+galleries or services.
 """
+
+from models.dlib_backend import DlibConfig, DlibEngine
+from models.errors import BackendUnavailable, InvalidImage, ModelError
+from models.types import LANDMARK_NAMES, Face
+
+__all__ = [
+    "LANDMARK_NAMES",
+    "BackendUnavailable",
+    "DlibConfig",
+    "DlibEngine",
+    "Face",
+    "InvalidImage",
+    "ModelError",
+]
