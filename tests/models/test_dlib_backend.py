@@ -105,3 +105,34 @@ def test_bad_images_and_config_are_refused(tmp_path: Path) -> None:
         DlibConfig.model_validate({"type": "dlib", "upsample": 9})
     with pytest.raises(ValueError):
         DlibConfig.model_validate({"type": "dlib", "unknown": 1})
+
+
+def test_yunet_finds_the_annotated_faces_and_no_others(faces_dir: Path) -> None:
+    from models.yunet import YuNetConfig, YuNetDetector
+
+    detector = YuNetDetector(
+        YuNetConfig(model_path=faces_dir / "models" / "face_detection_yunet_2026may.onnx")
+    )
+    for path in sorted((faces_dir / "groups" / "nonface").glob("*.jpg")):
+        assert detector.detect(load_rgb(path)) == [], path.name
+    root = faces_dir / "groups" / "dlib_faces"
+    found = total = 0
+    for image in ET.parse(root / "testing.xml").getroot().iter("image"):
+        faces = detector.detect(load_rgb(root / image.attrib["file"]))
+        for face in faces:  # image-left eye and mouth corner first, eyes above nose
+            lm = face.landmarks
+            assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]
+        for box in image.iter("box"):
+            x, y = float(box.attrib["left"]), float(box.attrib["top"])
+            truth = (x, y, x + float(box.attrib["width"]), y + float(box.attrib["height"]))
+            total += 1
+            found += any(iou(truth, f.bbox) >= 0.4 for f in faces)
+    assert found / total >= 0.95, f"{found} of {total}"
+
+
+def test_yunet_without_its_model_file_says_so(tmp_path: Path) -> None:
+    from models.errors import BackendUnavailable
+    from models.yunet import YuNetConfig, YuNetDetector
+
+    with pytest.raises(BackendUnavailable, match="not found"):
+        YuNetDetector(YuNetConfig(model_path=tmp_path / "missing.onnx"))
