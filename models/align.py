@@ -71,3 +71,15 @@ def complete_landmarks(known: npt.ArrayLike, which: tuple[int, ...]) -> F32:
     full = apply(m, ARCFACE_112)
     full[list(which)] = pts
     return full
+
+
+def warp(
+    image: npt.NDArray[np.uint8], landmarks: npt.ArrayLike, template: F32, size: int
+) -> npt.NDArray[np.uint8]:
+    """The ``size`` x ``size`` crop whose landmarks best match ``template`` (given for a
+    crop of that size): a similarity warp with bilinear sampling, borders black."""
+    import cv2  # OpenCV is a runtime dependency; imported here to keep this module light
+
+    m = similarity_transform(landmarks, template)
+    out = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    return np.asarray(out, dtype=np.uint8)
