@@ -9,25 +9,25 @@ The policy (figures from ``make bench``, 1M x 512-d synthetic templates on the
   is bound by memory bandwidth: 68 ms at the median, 180 ms at p99, for one query
   over 2 GB on one core, so 64 MiB stay within the 5 ms single-query budget even
   at p99, with no recall loss at all.
-* above it: **IVF with 4-bit PQ fast-scan codes** (``IVF{nlist},PQ32x4fs``),
-  ``nlist`` about ``4 * sqrt(n)`` rounded to a power of two (4096 at 1M), probing
-  one list in eight, and **exact re-ranking** of the best ``rerank`` (32)
-  candidates with the full-precision vectors of the gallery's store. The codes take
-  16 bytes a vector whatever the dimension: at 128-d (dlib's templates) 4-byte
-  codes (``dim/16`` sub-quantisers, as at 512-d) let only 0.75 of the mates reach
-  the top 32, while 16-byte codes gave 0.995. At 512-d this gave recall@1 0.9982 against exact
+* above it: **IVF with 4-bit PQ fast-scan codes** (``IVF{nlist},PQ32x4fs``), ``nlist``
+  about ``4 * sqrt(n)`` rounded to a power of two (4096 at 1M), probing one list in
+  eight, and **exact re-ranking** of the best ``rerank`` (32) candidates with the
+  full-precision vectors of the gallery's store. The codes take 16 bytes a vector
+  whatever the dimension: at 128-d (dlib's templates) 4-byte codes (``dim/16``
+  sub-quantisers, as at 512-d) gave recall@1 0.748 in ``bench_matching --size M --dim
+  128``, 16-byte codes 0.9962. At 512-d this gave recall@1 0.9982 against exact
   search, 0.88 ms median and 1.8 ms p99 a query on one core, and 4,993 queries/s
-  batched on two. Probing one list in sixteen gave 0.9905: random-centre data
-  gives a coarse quantiser little to work with, so the probe share has to be wide
-  and the codes cheap to scan. IVF-Flat and IVF-SQ8 reach the same recall at the
-  same probe share, 39 and 18 times slower (116 and 253 queries/s against 4,513
-  at nprobe 512), their codes being 128 and 32 times larger. 4-bit codes are too
-  coarse to rank by themselves, but the mate only has to reach the top 32 for the
-  exact re-rank to put it first, and the re-rank makes every returned score
-  exact, so alert thresholds mean the same on every index kind. Removal works on
-  this index (``remove_ids`` without a direct map; a hashtable direct map is not
-  supported for fast-scan lists). HNSW was not chosen: it has no removal, and
-  the HNSW libraries measured in the same run stayed below 0.91 recall@1 at 1M.
+  batched on two. Probing one list in sixteen gave 0.9905: random-centre data gives a
+  coarse quantiser little to work with, so the probe share has to be wide and the
+  codes cheap to scan. IVF-Flat and IVF-SQ8 reach the same recall at the same probe
+  share, 39 and 18 times slower (116 and 253 queries/s against 4,513 at nprobe 512),
+  their codes being 128 and 32 times larger. 4-bit codes are too coarse to rank by
+  themselves, but the mate only has to reach the top 32 for the exact re-rank to put
+  it first, and the re-rank makes every returned score exact, so alert thresholds mean
+  the same on every index kind. Removal works on this index (``remove_ids`` without a
+  direct map; a hashtable direct map is not supported for fast-scan lists). HNSW was
+  not chosen: it has no removal, and the HNSW libraries measured in the same run
+  stayed below 0.91 recall@1 at 1M.
 
 When the gallery outgrows its plan (flat past its limit, or IVF past
 ``regrow_factor`` times the size it was trained for) the gallery builds the new index
