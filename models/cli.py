@@ -42,6 +42,84 @@ def _centre_face(faces: list[Face], width: int, height: int) -> Face | None:
     return min(faces, key=lambda f: float(np.linalg.norm(f.landmarks[2] - centre)))
 
 
+def _engine(detector: str, upsample: int) -> DlibEngine:
+    try:
+        return DlibEngine(DlibConfig.model_validate({"detector": detector, "upsample": upsample}))
+    except (ValueError, ModelError) as exc:
+        _err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return load_rgb(path)
+    except ModelError as exc:
+        _err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def detect(
+    image: Annotated[Path, typer.Argument(help="Image file")],
+    draw: Annotated[
+        Path | None, typer.Option(help="Write a copy with boxes and landmarks (PNG/JPEG)")
+    ] = None,
+    detector: Annotated[str, typer.Option(help="hog or cnn")] = "hog",
+    upsample: Annotated[int, typer.Option(min=0, max=3, help="Detector upsampling")] = 1,
+) -> None:
+    """Detect faces: print each box, score and five landmarks; optionally draw them."""
+    import cv2
+
+    rgb = _read(image)
+    faces = _engine(detector, upsample).detect(rgb)
+    table = Table(title=f"{image}: {len(faces)} face(s)")
+    for col in ("#", "box x0,y0,x1,y1", "score", "landmarks (estimated marked *)"):
+        table.add_column(col)
+    for i, face in enumerate(faces):
+        marks = " ".join(
+            f"{x:.0f},{y:.0f}{'*' if est else ''}"
+            for (x, y), est in zip(face.landmarks.tolist(), face.estimated, strict=True)
+        )
+        table.add_row(str(i), ",".join(f"{v:.0f}" for v in face.bbox), f"{face.score:.3f}", marks)
+    _out.print(table)
+    if draw is not None:
+        canvas = np.ascontiguousarray(rgb[:, :, ::-1])
+        for i, face in enumerate(faces):
+            x0, y0, x1, y1 = (int(round(v)) for v in face.bbox)
+            cv2.rectangle(canvas, (x0, y0), (x1, y1), (0, 255, 0), 2)
+            cv2.putText(
+                canvas, str(i), (x0, max(0, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1
+            )
+            for (x, y), est in zip(face.landmarks.tolist(), face.estimated, strict=True):
+                colour = (0, 165, 255) if est else (0, 0, 255)
+                cv2.circle(canvas, (int(round(x)), int(round(y))), 2, colour, -1)
+        if not cv2.imwrite(str(draw), canvas):
+            _err.print(f"[bold red]error:[/] cannot write {draw} (unknown extension?)")
+            raise typer.Exit(2)
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="First image")],
+    b: Annotated[Path, typer.Argument(help="Second image")],
+    detector: Annotated[str, typer.Option(help="hog or cnn")] = "hog",
+    upsample: Annotated[int, typer.Option(min=0, max=3, help="Detector upsampling")] = 1,
+) -> None:
+    """Cosine similarity of the largest face in each image (a score, not a decision:
+    compare it with a threshold calibrated for the purpose)."""
+    engine = _engine(detector, upsample)
+    vectors = []
+    for path in (a, b):
+        rgb = _read(path)
+        faces = engine.detect(rgb)
+        if not faces:
+            _err.print(f"[bold red]error:[/] no face found in {path}")
+            raise typer.Exit(2)
+        largest = max(faces, key=lambda f: f.width * f.height)
+        vectors.append(engine.embed(rgb, [largest])[0])
+    _out.print(f"{engine.model_id} cosine similarity: {float(vectors[0] @ vectors[1]):.4f}")
+
+
 @eval_app.command("lfw")
 def eval_lfw(
     root: Annotated[Path, typer.Option(help="Folder of <Name>/<Name>_NNNN.jpg images")],

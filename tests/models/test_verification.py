@@ -105,3 +105,39 @@ def test_eval_lfw_cli_errors(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "error" in result.output
+
+
+def test_detect_draws_and_lists_the_faces(faces_dir: Path, tmp_path: Path) -> None:
+    import cv2
+
+    out = tmp_path / "drawn.png"
+    image = faces_dir / "groups" / "dlib_faces" / "2008_002506.jpg"
+    result = CliRunner().invoke(app, ["detect", str(image), "--draw", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "3 face(s)" in result.output
+    drawn = cv2.imread(str(out))
+    original = cv2.imread(str(image))
+    assert drawn.shape == original.shape and (drawn != original).any()
+
+
+def test_compare_scores_same_person_higher(faces_dir: Path) -> None:
+    lfw = faces_dir / "lfw_dev"
+    line = (lfw / "pairs.txt").read_text().splitlines()[1].split("\t")
+    name, i, j = line[0], int(line[1]), int(line[2])
+    same = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            str(lfw / name / f"{name}_{i:04d}.jpg"),
+            str(lfw / name / f"{name}_{j:04d}.jpg"),
+        ],
+    )
+    other = faces_dir / "groups" / "dlib_faces" / "2008_002506.jpg"
+    diff = CliRunner().invoke(app, ["compare", str(lfw / name / f"{name}_{i:04d}.jpg"), str(other)])
+    assert same.exit_code == 0 and diff.exit_code == 0, same.output + diff.output
+    score = lambda text: float(text.strip().split()[-1])  # noqa: E731
+    assert score(same.output) > score(diff.output)
+    none = CliRunner().invoke(
+        app, ["compare", str(faces_dir / "groups" / "nonface" / "dog.jpg"), str(other)]
+    )
+    assert none.exit_code == 2 and "no face" in none.output
