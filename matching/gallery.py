@@ -43,7 +43,7 @@ from matching.errors import (
     UnknownTemplate,
 )
 from matching.idmap import IdMap
-from matching.persistence import read_generation, write_generation
+from matching.persistence import generation_dir, read_generation, write_generation
 from matching.policy import (
     IndexPlan,
     IndexPolicy,
@@ -644,15 +644,11 @@ class Gallery:
                     state.index,
                     removed_since_previous=self._removed_since_save,
                 )
-            # Re-map the vectors from the file just written: the in-memory tail is freed.
-            loaded = read_generation(
-                target,
-                generation=meta.generation,
-                verify=False,
-                index_reader=lambda _p: state.index,
-            )
+            # Map the vectors from the file just written, so the in-memory tail is freed.
+            saved = generation_dir(target, meta.generation) / "vectors.f32"
+            store = VectorStore.open(saved, meta.rows, meta.dim)
             with self._lock.write():
-                state.store = loaded.store
+                state.store = store
             self._retire_spill(None)
             self.path = target
             self._removed_since_save = False

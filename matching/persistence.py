@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,7 +135,8 @@ def current_generation(directory: Path) -> int | None:
     return int(text[len(_GEN_PREFIX) :])
 
 
-def _gen_dir(directory: Path, number: int) -> Path:
+def generation_dir(directory: Path, number: int) -> Path:
+    """Where generation ``number`` of the gallery in ``directory`` lives."""
     return directory / f"{_GEN_PREFIX}{number:06d}"
 
 
@@ -154,7 +155,7 @@ def write_generation(
     previous = current_generation(directory)
     existing = generations(directory)
     number = max([previous or 0, *existing]) + 1
-    final = _gen_dir(directory, number)
+    final = generation_dir(directory, number)
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -195,7 +196,7 @@ def write_generation(
     keep = {number} if removed_since_previous or previous is None else {number, previous}
     for old in generations(directory):
         if old not in keep:
-            shutil.rmtree(_gen_dir(directory, old), ignore_errors=True)
+            shutil.rmtree(generation_dir(directory, old), ignore_errors=True)
     for stale in directory.glob(f".{_GEN_PREFIX}*.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return meta
@@ -208,7 +209,6 @@ def read_generation(
     expect_model_id: str | None = None,
     expect_dim: int | None = None,
     verify: bool = True,
-    index_reader: Callable[[Path], Any] | None = None,
 ) -> LoadedGeneration:
     """Load a generation (``CURRENT``'s by default), checking it before use."""
     if not directory.is_dir():
@@ -216,7 +216,7 @@ def read_generation(
     number = generation if generation is not None else current_generation(directory)
     if number is None:
         raise CorruptGallery(f"{directory}: not a saved gallery (no {CURRENT} file)")
-    path = _gen_dir(directory, number)
+    path = generation_dir(directory, number)
     others = [g for g in generations(directory) if g != number]
     hint = f"; other generations on disk: {others}" if others else ""
     meta_path = path / "meta.json"
@@ -256,7 +256,7 @@ def read_generation(
         raise CorruptGallery(f"{meta_path}: unexpected file list {sorted(meta.files)}{hint}")
     slots = np.fromfile(path / "slots.i64", dtype="<i8").reshape(-1, 2).astype(np.int64)
     try:
-        index = (index_reader or (lambda p: faiss.read_index(str(p))))(path / "index.faiss")
+        index = faiss.read_index(str(path / "index.faiss"))
     except RuntimeError as exc:  # only reachable with verify=False
         raise CorruptGallery(f"{path / 'index.faiss'}: FAISS cannot read it ({exc}){hint}") from exc
     is_ivf = faiss.try_extract_index_ivf(index) is not None

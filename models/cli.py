@@ -142,13 +142,10 @@ def eval_lfw(
     """
     try:
         all_pairs = read_pairs(pairs)
-        engine = DlibEngine(DlibConfig.model_validate({"detector": detector, "upsample": upsample}))
-        retry = DlibEngine(
-            DlibConfig.model_validate({"detector": detector, "upsample": upsample + 1})
-        )
-    except (ValueError, OSError, ModelError) as exc:
+    except (ValueError, OSError) as exc:
         _err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    engine = _engine(detector, upsample)
     if limit is not None:
         counts: dict[tuple[int, bool], int] = {}
         kept = []
@@ -170,15 +167,11 @@ def eval_lfw(
     ) as progress:
         task = progress.add_task("embed", total=len(images))
         for path in images:
-            try:
-                image = load_rgb(path)
-            except ModelError as exc:
-                _err.print(f"[bold red]error:[/] {exc}")
-                raise typer.Exit(2) from None
+            image = _read(path)
             h, w = image.shape[:2]
             face = _centre_face(engine.detect(image), w, h)
             if face is None and upsample < 3:  # small or hard faces: look closer once
-                face = _centre_face(retry.detect(image), w, h)
+                face = _centre_face(engine.detect(image, upsample + 1), w, h)
             if face is None:
                 no_face.append(str(path.relative_to(root)))
                 box = (0.3 * w, 0.3 * h, 0.7 * w, 0.7 * h)

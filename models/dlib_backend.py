@@ -79,11 +79,13 @@ class DlibEngine:
         self._shape = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
         self._descriptor = dlib.face_recognition_model_v1(models.face_recognition_model_location())
 
-    def detect(self, image: object) -> list[Face]:
-        """Faces in an RGB (or grey) uint8 image, best score first."""
+    def detect(self, image: object, upsample: int | None = None) -> list[Face]:
+        """Faces in an RGB (or grey) uint8 image, best score first; ``upsample``
+        overrides the configured upsampling for this call."""
         rgb = as_rgb(image)
         faces = []
-        for rect, score in self._find(rgb, self.config.upsample):
+        up = self.config.upsample if upsample is None else upsample
+        for rect, score in self._find(rgb, up):
             shape = self._shape(rgb, rect)
             p = np.array([[pt.x, pt.y] for pt in shape.parts()], dtype=np.float32)
             eyes = sorted([(p[0] + p[1]) / 2, (p[2] + p[3]) / 2], key=lambda e: float(e[0]))
