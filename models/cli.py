@@ -192,10 +192,23 @@ WorkersOpt = Annotated[
 def embed_with_progress(
     config: EngineConfig, paths: list[Path], workers: int, what: str = "embedding"
 ) -> list[Embedded]:
-    """Embed one subject per file with a progress bar; errors are per file."""
+    """Embed one subject per file with a progress bar (a line every 10% when stderr is
+    not a terminal, e.g. in CI logs); errors are per file."""
+    total = len(paths)
+    done = 0
+    step = max(1, total // 10)
+
     with progress(what) as bar:
-        task = bar.add_task(what, total=len(paths))
-        return embed_files(config, paths, workers=workers, on_done=lambda _: bar.advance(task))
+        task = bar.add_task(what, total=total)
+
+        def advance(_: Embedded) -> None:
+            nonlocal done
+            done += 1
+            bar.advance(task)
+            if not _err.is_terminal and (done % step == 0 or done == total):
+                _err.print(f"{what}: {done}/{total}")
+
+        return embed_files(config, paths, workers=workers, on_done=advance)
 
 
 @eval_app.command("lfw")

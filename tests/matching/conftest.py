@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gallery_oracle import DIM, Filled, fill, ivf_policy, make_persons, new_gallery
 
 from matching.policy import IndexPolicy
+from tests.matching.gallery_oracle import DIM, Filled, fill, ivf_policy, make_persons, new_gallery
 
 
 @pytest.fixture

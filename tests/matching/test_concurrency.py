@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gallery_oracle import (
+
+from matching.gallery import MAX_K, Candidate
+from matching.rwlock import RWLock
+from tests.matching.gallery_oracle import (
     DIM,
     Oracle,
     assert_same_results,
@@ -31,9 +34,6 @@ from gallery_oracle import (
     saved_index_ids,
     unit_rows,
 )
-
-from matching.gallery import MAX_K, Candidate
-from matching.rwlock import RWLock
 
 BATCH = 6
 N_BATCHES = 40

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gallery_oracle import (
+
+from matching import (
+    DuplicateTemplate,
+    GalleryMismatch,
+    IndexPolicy,
+    InvalidQuery,
+    InvalidVectors,
+    SearchMode,
+)
+from matching.gallery import MAX_K
+from tests.matching.gallery_oracle import (
     DIM,
     MODEL,
     Enrolment,
@@ -24,16 +34,6 @@ from gallery_oracle import (
     saved_index_ids,
     unit_rows,
 )
-
-from matching import (
-    DuplicateTemplate,
-    GalleryMismatch,
-    IndexPolicy,
-    InvalidQuery,
-    InvalidVectors,
-    SearchMode,
-)
-from matching.gallery import MAX_K
 
 
 def _blocks(data: Enrolment, size: int) -> Iterator[tuple[object, object, object]]:

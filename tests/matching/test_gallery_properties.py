@@ -13,16 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gallery_oracle import (
-    Oracle,
-    assert_same_results,
-    assert_valid_candidates,
-    ivf_policy,
-    make_persons,
-    new_gallery,
-    saved_index_ids,
-    unit_rows,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -36,6 +26,16 @@ from hypothesis.stateful import (
 from matching import DuplicateTemplate, UnknownTemplate
 from matching.gallery import MAX_K, Gallery, _rank_few, _rank_many
 from matching.idmap import IdMap
+from tests.matching.gallery_oracle import (
+    Oracle,
+    assert_same_results,
+    assert_valid_candidates,
+    ivf_policy,
+    make_persons,
+    new_gallery,
+    saved_index_ids,
+    unit_rows,
+)
 
 SEEDS = st.integers(0, 2**32 - 1)
 TEMPLATE_IDS = st.integers(0, 40)  # a small pool, so ids collide with live and removed ones

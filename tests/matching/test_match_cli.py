@@ -9,13 +9,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from gallery_oracle import make_persons, noisy_copies, unit_rows
 from typer.testing import CliRunner
 
 from matching import calibrate
 from matching.cli import app
 from matching.gallery import Gallery
 from matching.persistence import generations
+from tests.matching.gallery_oracle import make_persons, noisy_copies, unit_rows
 
 runner = CliRunner()
 DIM = 32

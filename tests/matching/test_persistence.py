@@ -14,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gallery_oracle import (
+
+from matching import CorruptGallery, GalleryMismatch
+from matching.gallery import MAX_K, Gallery
+from matching.persistence import CURRENT, current_generation, generations, read_generation
+from tests.matching.gallery_oracle import (
     DIM,
     MODEL,
     Filled,
@@ -23,10 +27,6 @@ from gallery_oracle import (
     new_gallery,
     unit_rows,
 )
-
-from matching import CorruptGallery, GalleryMismatch
-from matching.gallery import MAX_K, Gallery
-from matching.persistence import CURRENT, current_generation, generations, read_generation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILES = ("vectors.f32", "slots.i64", "index.faiss")

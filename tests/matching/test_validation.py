@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from gallery_oracle import DIM, Filled, assert_same_results, gallery_snapshot, unit_rows
 
 from matching import (
     DuplicateTemplate,
@@ -19,6 +18,13 @@ from matching import (
     UnknownTemplate,
 )
 from matching.validation import NORM_TOLERANCE, check_ids, check_unique, check_vectors
+from tests.matching.gallery_oracle import (
+    DIM,
+    Filled,
+    assert_same_results,
+    gallery_snapshot,
+    unit_rows,
+)
 
 
 def _scaled(rng: np.random.Generator, n: int, norm: float) -> np.ndarray:

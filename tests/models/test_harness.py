@@ -34,9 +34,7 @@ def _lfw_image(faces_dir: Path) -> Path:
 
 
 def test_small_faces_are_found_on_an_enlarged_copy(faces_dir: Path) -> None:
-    engine = build_engine(
-        EngineConfig.model_validate({"backend": {"type": "dlib", "upsample": 0}})
-    )
+    engine = build_engine(EngineConfig.model_validate({"backend": {"type": "dlib", "upsample": 0}}))
     image = load_rgb(_lfw_image(faces_dir))
     assert engine.detect(image), "the full-size face must be found"
     # At 40% the face is below the HOG window without upsampling, but 2x brings it back.

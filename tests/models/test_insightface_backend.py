@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from onnx_graphs import write_arcface_like
 
 from models.engine import EngineConfig, build_engine
 from models.errors import BackendUnavailable
 from models.images import load_rgb
 from models.insightface_backend import InsightFaceConfig, InsightFaceEngine
+from tests.models.onnx_graphs import write_arcface_like
 
 SCRFD = "scrfd_2.5g_bnkps.onnx"
 YUNET = "face_detection_yunet_2026may.onnx"
