@@ -18,6 +18,7 @@ from models.cli import (
     DEFAULT_WORKERS,
     DetectorOpt,
     EngineOpt,
+    FlipOpt,
     UpsampleOpt,
     WorkersOpt,
     YuNetOpt,
@@ -65,6 +66,7 @@ def identify(
     upsample: UpsampleOpt = 1,
     yunet_model: YuNetOpt = None,
     engine_file: EngineOpt = None,
+    flip: FlipOpt = True,
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
     """1:N identification (NIST FRTE terms): people with two or more images enrol their
@@ -73,7 +75,7 @@ def identify(
     rates, and the calibrated alert threshold with the FNIR at FPIR 0.01 and 0.003.
     """
     folders = _people(root, people)
-    config = engine_config(detector, upsample, yunet_model, engine_file)
+    config = engine_config(detector, upsample, yunet_model, engine_file, flip)
     model_id = open_engine(config).model_id
     split = split_people(folders)
     keys = sorted(split.enrolled + split.distractors + split.mated + split.nonmated)

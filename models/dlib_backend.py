@@ -53,6 +53,13 @@ def _load() -> tuple[Any, Any]:
     return dlib, models
 
 
+def _fingerprint(rgb: npt.NDArray[np.uint8]) -> tuple[object, ...]:
+    """Identifies an image cheaply: its buffer, shape and a hash of a pixel sample (a
+    camera may reuse one buffer for every frame)."""
+    sample = rgb[:: max(1, rgb.shape[0] // 32), :: max(1, rgb.shape[1] // 32)]
+    return (rgb.ctypes.data, rgb.shape, hash(sample.tobytes()))
+
+
 class DlibEngine:
     """Detect, align and embed with dlib. One instance per thread (dlib is not re-entrant)."""
 
@@ -79,15 +86,20 @@ class DlibEngine:
             ]
         self._shape = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
         self._descriptor = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        # The shapes fitted by the last detect(), so align() on the same image and boxes
+        # does not fit them again: (image fingerprint, {box: shape}).
+        self._fitted: tuple[tuple[object, ...], dict[tuple[int, int, int, int], Any]] | None = None
 
     def detect(self, image: object, upsample: int | None = None) -> list[Face]:
         """Faces in an RGB (or grey) uint8 image, best score first; ``upsample``
         overrides the configured upsampling for this call."""
         rgb = as_rgb(image)
         faces = []
+        fitted: dict[tuple[int, int, int, int], Any] = {}
         up = self.config.upsample if upsample is None else upsample
         for rect, score in self._find(rgb, up):
             shape = self._shape(rgb, rect)
+            fitted[(rect.left(), rect.top(), rect.right(), rect.bottom())] = shape
             p = np.array([[pt.x, pt.y] for pt in shape.parts()], dtype=np.float32)
             eyes = sorted([(p[0] + p[1]) / 2, (p[2] + p[3]) / 2], key=lambda e: float(e[0]))
             known = np.stack([eyes[0], eyes[1], p[4]])
@@ -104,6 +116,7 @@ class DlibEngine:
                     estimated=(False, False, False, True, True),
                 )
             )
+        self._fitted = (_fingerprint(rgb), fitted)
         return sorted(faces, key=lambda f: -f.score)
 
     chip_size = 150
@@ -114,9 +127,14 @@ class DlibEngine:
         (so boxes from any detector work) and the chip cut by dlib's own template."""
         rgb = as_rgb(image)
         out = np.empty((len(faces), self.chip_size, self.chip_size, 3), dtype=np.uint8)
+        fitted: dict[tuple[int, int, int, int], Any] = {}
+        if faces and self._fitted is not None and self._fitted[0] == _fingerprint(rgb):
+            fitted = self._fitted[1]
         for i, face in enumerate(faces):
             x0, y0, x1, y1 = (int(round(v)) for v in face.bbox)
-            shape = self._shape(rgb, self._dlib.rectangle(x0, y0, x1, y1))
+            shape = fitted.get((x0, y0, x1, y1))
+            if shape is None:
+                shape = self._shape(rgb, self._dlib.rectangle(x0, y0, x1, y1))
             out[i] = self._dlib.get_face_chip(rgb, shape, size=self.chip_size, padding=0.25)
         return out
 

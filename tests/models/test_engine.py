@@ -68,4 +68,22 @@ def test_configuration_is_checked_at_the_boundary() -> None:
     with pytest.raises(ValidationError, match="extra"):
         EngineConfig.model_validate({"threads": 2, "gpu": True})
     config = EngineConfig.model_validate_json('{"backend": {"type": "dlib", "detector": "cnn"}}')
-    assert config.backend.type == "dlib" and config.flip is True
+    assert config.backend.type == "dlib" and config.flip is False
+
+
+def test_align_reuses_detect_shapes_only_for_the_same_image(faces_dir: Path) -> None:
+    from models.dlib_backend import DlibEngine
+
+    image = load_rgb(sorted((faces_dir / "lfw_dev").glob("*/*.jpg"))[0]).copy()
+    warm, cold = DlibEngine(), DlibEngine()
+    faces = warm.detect(image)
+    assert faces
+    fits = []
+    fit = warm._shape
+    warm._shape = lambda img, rect: fits.append(rect) or fit(img, rect)
+    np.testing.assert_array_equal(warm.align(image, faces), cold.align(image, faces))
+    assert fits == []  # the detector's fit was reused
+    # The same buffer with other pixels (a camera reusing its frame) is fitted afresh.
+    image[:] = np.roll(image, 9, axis=1)
+    np.testing.assert_array_equal(warm.align(image, faces), cold.align(image, faces))
+    assert len(fits) == len(faces)
