@@ -21,12 +21,25 @@ Configuration
     The retained ``config`` the hub publishes is applied when its ``sha256`` differs
     from the applied one and its ``version`` is higher: the ``config`` object is
     validated as a firmware profile (:func:`devices.firmware.parse_profile`), must be
-    of the agent's family and suit the device model (:func:`devices.firmware.verify_profile`).
-    An invalid one is refused: the old profile stays in force, the retained state keeps
-    reporting the old version and sha256 (so the hub sees the device did not take the
-    new one), the reason is logged and kept in :attr:`EdgeAgent.config_error`. The
-    applied config is stored in the outbox file's ``meta`` and used again after a
-    restart. Outbox limits take effect at once; the MQTT keep-alive at the next start.
+    of the agent's family and suit the device model (:func:`devices.firmware.verify_profile`),
+    and pass the subclass's own check (:meth:`EdgeAgent.check_profile`, e.g. a camera's
+    face model). An invalid one is refused: the old profile stays in force, the retained
+    state keeps reporting the old version and sha256 (so the hub sees the device did not
+    take the new one), and the reason is logged, kept in :attr:`EdgeAgent.config_error`
+    and published in the retained state's ``config_error`` (at most
+    :data:`~devices.protocol.bodies.MAX_CONFIG_ERROR_CHARS` characters). That field goes
+    away when a pushed config is applied, or when the hub pushes the config already in
+    force again (the refused one is then no longer asked for). The applied config is
+    stored in the outbox file's ``meta`` and used again after a restart. Outbox limits
+    take effect at once; the MQTT keep-alive at the next start.
+
+Events made on other threads
+    The outbox belongs to the agent thread. A producer running on a thread of its own
+    (the camera's frame loop) hands events over with :meth:`EdgeAgent.post_event`,
+    which only queues the event's maker; the agent thread commits queued makers to the
+    outbox, in order, on every turn of its loop and once more at shutdown, before the
+    outbox closes. An event is therefore in memory only between its making and the
+    next turn of the loop (at most ``idle_wait_s``).
 """
 
 from __future__ import annotations
@@ -34,8 +47,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -74,6 +89,7 @@ from devices.protocol import (
     encode,
     new_event_id,
 )
+from devices.protocol.bodies import MAX_CONFIG_ERROR_CHARS
 from edge.comms.mqtt import (
     Connected,
     Disconnected,
@@ -97,6 +113,7 @@ __all__ = [
     "AgentTuning",
     "AppliedConfig",
     "EdgeAgent",
+    "EventMaker",
     "Profile",
     "firmware_version",
 ]
@@ -105,6 +122,12 @@ logger = logging.getLogger(__name__)
 
 Profile = WearableProfile | CameraProfile | HomeBeaconProfile
 Body = PositionBody | AlarmBody | CheckinBody | SightingBody
+
+EventMaker = Callable[[str, int], EventEnvelope]
+"""``make(boot_id, seq) -> event``, as :meth:`edge.outbox.Outbox.put_event` takes it."""
+
+_MAX_POSTED_PER_TURN = 1000
+"""Most posted events one turn of the loop commits (the rest wait for the next turn)."""
 
 
 def firmware_version() -> str:
@@ -209,6 +232,7 @@ class EdgeAgent:
         self._link_up_since: float | None = None
         self._last_expiry = 0.0
         self._event_log: TextIO | None = None
+        self._posted: queue.SimpleQueue[EventMaker] = queue.SimpleQueue()
         self.outbox = Outbox(
             outbox_path,
             OutboxLimits.from_settings(profile.outbox),
@@ -249,6 +273,7 @@ class EdgeAgent:
                         # never had a seq). Say so loudly and keep delivering the rest.
                         logger.critical("%s: cannot store: %s", self.device_id, exc)
                         next_tick = now + 1.0
+                self._commit_posted()
                 self._pump(now)
                 wait = min(next_tick - time.monotonic(), self.tuning.idle_wait_s)
                 self._drain_link(max(0.0, wait))
@@ -264,6 +289,7 @@ class EdgeAgent:
             self._event_log = None
         if self.outbox.closed:
             return
+        self._commit_posted(limit=None)
         logger.info(
             "%s: stopped; %d events produced, %d acked, %d still in the outbox",
             self.device_id,
@@ -282,6 +308,11 @@ class EdgeAgent:
 
     def profile_changed(self, profile: Profile) -> None:
         """A new profile was applied (intervals, thresholds ...)."""
+
+    def check_profile(self, profile: Profile) -> None:
+        """Refuse (raise ``ValueError`` saying why) a profile this agent cannot run,
+        beyond what the profile schema and the device model check; called for every
+        pushed or stored config before it is applied, on the agent thread."""
 
     def handle_command(self, command: Command) -> None:
         """A command from the hub that has not expired."""
@@ -322,6 +353,12 @@ class EdgeAgent:
         self._after_put(result)
         return event_id
 
+    def post_event(self, make: EventMaker) -> None:
+        """Hand over an event from any thread: ``make(boot_id, seq)`` is queued and
+        called on the agent thread, which commits the event to the outbox (see the
+        module docstring). Events posted are committed in the order posted."""
+        self._posted.put(make)
+
     def emit_telemetry(self, body: TelemetryBody) -> bool:
         """Store telemetry for sending; False if the outbox refused it (full)."""
         message = Telemetry(
@@ -339,14 +376,14 @@ class EdgeAgent:
 
     # -- internals: presence and config ---------------------------------------------------
 
-    def _presence_tuple(self) -> tuple[str, int | None, str | None]:
+    def _presence_tuple(self) -> tuple[str, int | None, str | None, str | None]:
         applied = self.applied
         if applied is None:
-            return (self.outbox.boot_id, None, None)
-        return (self.outbox.boot_id, applied.version, applied.sha256)
+            return (self.outbox.boot_id, None, None, self.config_error)
+        return (self.outbox.boot_id, applied.version, applied.sha256, self.config_error)
 
     def _compose_state(self, status: Literal["online", "offline"]) -> bytes:
-        boot_id, config_version, config_sha = self._presence
+        boot_id, config_version, config_sha, config_error = self._presence
         state = DeviceState(
             device_id=self.device_id,
             boot_id=boot_id,
@@ -357,6 +394,7 @@ class EdgeAgent:
                 hw_model=self.model.id,
                 config_version=config_version,
                 config_sha256=config_sha,
+                config_error=config_error,
             ),
         )
         return encode(state)
@@ -387,12 +425,20 @@ class EdgeAgent:
         problems = verify_profile(profile, self.model)
         if problems:
             raise ConfigError(problems)
+        self.check_profile(profile)
         return profile
 
     def _apply_config(self, message: ConfigMessage) -> None:
         body = message.body
         current = self.applied
         if current is not None and body.sha256 == current.sha256:
+            if self.config_error is not None:
+                logger.info(
+                    "%s: the hub asks for version %d again, the one in force",
+                    self.device_id,
+                    current.version,
+                )
+                self._set_config_error(None)
             return
         if current is not None and body.version <= current.version:
             self._refuse_config(
@@ -423,9 +469,20 @@ class EdgeAgent:
 
     def _refuse_config(self, config_version: int, reason: str) -> None:
         self.counters.configs_refused += 1
-        self.config_error = f"config version {config_version} refused: {reason}"
+        error = f"config version {config_version} refused: {reason}"
         kept = "none" if self.applied is None else f"version {self.applied.version}"
-        logger.error("%s: %s; keeping %s", self.device_id, self.config_error, kept)
+        logger.error("%s: %s; keeping %s", self.device_id, error, kept)
+        if len(error) > MAX_CONFIG_ERROR_CHARS:
+            error = error[: MAX_CONFIG_ERROR_CHARS - 1] + "\u2026"
+        self._set_config_error(error)
+
+    def _set_config_error(self, error: str | None) -> None:
+        """Keep ``error`` and republish the retained state when it changed."""
+        if error == self.config_error:
+            return
+        self.config_error = error
+        self._presence = self._presence_tuple()
+        self.link.update_presence()
 
     def _outbox_alarm(
         self, state: AlarmState, alarm_id: str, boot_id: str, seq: int
@@ -447,6 +504,25 @@ class EdgeAgent:
                 else None,
             ),
         )
+
+    def _commit_posted(self, limit: int | None = _MAX_POSTED_PER_TURN) -> None:
+        """Commit events handed over by :meth:`post_event` (at most ``limit``)."""
+        done = 0
+        while limit is None or done < limit:
+            try:
+                make = self._posted.get_nowait()
+            except queue.Empty:
+                return
+            done += 1
+            try:
+                result = self.outbox.put_event(make)
+            except OutboxError as exc:
+                logger.critical("%s: cannot store a posted event: %s", self.device_id, exc)
+                continue
+            except Exception:
+                logger.exception("%s: a posted event could not be made", self.device_id)
+                continue
+            self._after_put(result)
 
     def _after_put(self, result: PutResult) -> None:
         self.counters.produced += 1

@@ -1,25 +1,31 @@
 """The simulated wearable as a real agent: ``lantern edge wearable``.
 
-A :class:`WearableAgent` walks a GeoJSON track (:func:`load_track`) at walking speed
-and reports as an ankle tag or wristband would, through the shared runtime
-(:mod:`edge.agent`: outbox, MQTT link, config, presence):
+A :class:`WearableAgent` is one :class:`devices.simulation.WearableSimulator` behind
+the shared agent runtime (:mod:`edge.agent`: outbox, MQTT link, config, presence).
+The simulator decides what the device reports, as it does for the fleets of
+``lantern devices simulate``; the agent commits each emission to the outbox
+(``position``, ``alarm`` and ``checkin`` events, ``tele``), with the real outbox depth
+in check-ins and telemetry. With the walk scenario (:func:`walk_scenario`) that is:
 
-* a ``position`` every ``report_interval_s.normal`` seconds of its profile;
-* a ``checkin`` every ``heartbeat_s`` (with the outbox depth);
-* ``tele`` (battery, signal, outbox depth) every ``telemetry_interval_s``;
-* ``battery.low`` / ``battery.critical`` alarms when the simulated battery, which
-  drains with time, crosses the profile's thresholds;
-* on ``cmd/locate``, a position at once.
+* a ``position`` every ``report_interval_s.normal`` seconds of the profile in force
+  (a new profile from the hub applies from the last position on), its source and
+  accuracy as the profile's positioning says;
+* ``tele`` every ``telemetry_interval_s``, and a ``checkin`` after ``heartbeat_s``
+  without an event;
+* ``battery.low`` / ``battery.critical`` alarms as the battery (100%, 2% an hour)
+  crosses the profile's thresholds;
+* on start and on ``cmd/locate``, a position at once (the true position with the
+  error of a good GNSS fix), as a device reports where it is when it boots.
 
-``rate`` speeds the simulation up: every interval is divided by it, and the walk
-moves ``rate`` times as fast, so tests get 50 positions a second out of a profile
-that reports once a minute. Event timestamps are the real clock; only the walk is
-scaled.
+The track (:func:`load_track`) is a GeoJSON line walked back and forth from its first
+position at ``speed_mps``, or a Lantern site map (``devices/simulation/sites``), whose
+``walk`` track is walked among its buildings.
 
-The track follower here is deliberately small (a polyline walked back and forth at
-constant speed, positions interpolated on a local flat-earth approximation, which is
-accurate to well under a metre over a site); the simulators of ``devices.simulation``
-may replace it.
+``rate`` speeds the simulation up: the simulator runs on a clock ``rate`` times faster
+than the wall clock, so every interval is divided by it and the walk moves ``rate``
+times as fast; tests get 50 positions a second out of a profile that reports once a
+minute. Event timestamps are mapped back onto the wall clock, so the hub never sees a
+time ahead of its own.
 """
 
 from __future__ import annotations
@@ -28,45 +34,93 @@ import json
 import logging
 import math
 import random
+import secrets
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from devices.catalog import DeviceModel
 from devices.firmware import WearableProfile
 from devices.protocol import (
-    AlarmBody,
     CheckinBody,
     Command,
     LocateCommand,
     PositionBody,
     TelemetryBody,
-    new_event_id,
 )
+from devices.simulation import (
+    ACC_SIGMA_RATIO,
+    BatterySpec,
+    Emission,
+    RouteSpec,
+    ScenarioSpec,
+    SiteError,
+    SiteMap,
+    WearableSimulator,
+    parse_site_map,
+)
+from devices.simulation import Track as SiteTrack
 from edge.agent import AgentTuning, EdgeAgent, Profile
 from edge.comms.mqtt import MqttSettings
 
 __all__ = [
+    "TRACK_NAME",
     "Track",
     "TrackError",
     "WearableAgent",
     "load_track",
+    "make_simulator",
     "parse_track",
+    "walk_scenario",
 ]
 
 logger = logging.getLogger(__name__)
 
-_EARTH_RADIUS_M = 6_371_008.8
+TRACK_NAME = "walk"
+"""The name of the track walked: the one made from a plain GeoJSON line, and the one
+looked for first in a site map."""
+
 _MAX_TRACK_POINTS = 100_000
+_EventKind = Literal["position", "alarm", "checkin"]
+_EVENT_KINDS: dict[str, _EventKind] = {
+    "position": "position",
+    "alarm": "alarm",
+    "checkin": "checkin",
+}
 
 
 class TrackError(ValueError):
     """A track file that cannot be walked; the message says why."""
 
 
-def _point(value: Any, where: str) -> tuple[float, float]:
+class Track:
+    """A path for the simulated wearable: a track of a
+    :class:`~devices.simulation.SiteMap` (a site made around a plain GeoJSON line,
+    or a real site map)."""
+
+    def __init__(self, site: SiteMap, name: str = TRACK_NAME) -> None:
+        self.site = site
+        self.name = name
+        self.path: SiteTrack = site.track(name)
+        """The track in the site's local metric frame."""
+
+    @property
+    def points(self) -> list[tuple[float, float]]:
+        """The positions as (longitude, latitude)."""
+        return [(lon, lat) for lat, lon in (self.site.latlon(x, y) for x, y in self.path.points)]
+
+    @property
+    def length_m(self) -> float:
+        """Length from the first position to the last, metres."""
+        pts = self.path.points
+        return sum(math.dist(a, b) for a, b in zip(pts, pts[1:], strict=False))
+
+    def __repr__(self) -> str:
+        return f"Track({self.site.id!r}, {self.name!r}, {self.length_m:.0f} m)"
+
+
+def _point(value: Any, where: str) -> list[float]:
     if (
         not isinstance(value, list)
         or len(value) < 2
@@ -76,10 +130,10 @@ def _point(value: Any, where: str) -> tuple[float, float]:
     lon, lat = float(value[0]), float(value[1])
     if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
         raise TrackError(f"{where}: [{lon}, {lat}] is not a longitude and latitude")
-    return lon, lat
+    return [lon, lat]
 
 
-def _lines(geometry: Any, where: str) -> list[list[tuple[float, float]]]:
+def _lines(geometry: Any, where: str) -> list[list[list[float]]]:
     if not isinstance(geometry, dict):
         raise TrackError(f"{where}: geometry must be an object")
     kind = geometry.get("type")
@@ -97,21 +151,40 @@ def _lines(geometry: Any, where: str) -> list[list[tuple[float, float]]]:
             if isinstance(line, list)
         ]
     if kind == "GeometryCollection":
-        found: list[list[tuple[float, float]]] = []
+        found: list[list[list[float]]] = []
         for i, member in enumerate(geometry.get("geometries") or []):
             found.extend(_lines(member, f"{where}.geometries[{i}]"))
         return found
     return []
 
 
-def parse_track(document: Any) -> Track:
-    """A :class:`Track` from a parsed GeoJSON object: a LineString or MultiLineString
-    geometry, a Feature of one, or a FeatureCollection whose line features are walked
-    one after the other. Other geometries (points, polygons) are ignored."""
+def _site_track(document: dict[str, Any], source: str | None) -> Track:
+    """The track of a Lantern site map: ``walk``, else the first track in the file."""
+    try:
+        site = parse_site_map(document, source=source)
+    except SiteError as exc:
+        raise TrackError(str(exc)) from None
+    if not site.tracks:
+        raise TrackError(f"site {site.id!r} has no track to walk")
+    name = TRACK_NAME if TRACK_NAME in site.tracks else next(iter(site.tracks))
+    return Track(site, name)
+
+
+def parse_track(document: Any, *, source: str | None = None) -> Track:
+    """A :class:`Track` from a parsed GeoJSON object.
+
+    A Lantern site map (a FeatureCollection with a ``lantern`` member) gives its
+    ``walk`` track (else its first). Anything else is read as a line: a LineString or
+    MultiLineString geometry, a Feature of one, or a FeatureCollection whose line
+    features are walked one after the other; other geometries are ignored. The line
+    becomes the only feature of a site made around it.
+    """
     if not isinstance(document, dict):
         raise TrackError("a track is a GeoJSON object")
     kind = document.get("type")
-    lines: list[list[tuple[float, float]]] = []
+    if kind == "FeatureCollection" and "lantern" in document:
+        return _site_track(document, source)
+    lines: list[list[list[float]]] = []
     if kind == "FeatureCollection":
         features = document.get("features")
         if not isinstance(features, list):
@@ -128,14 +201,35 @@ def parse_track(document: Any) -> Track:
         raise TrackError("no LineString with at least two positions found")
     if len(points) > _MAX_TRACK_POINTS:
         raise TrackError(f"{len(points)} positions; at most {_MAX_TRACK_POINTS}")
-    track = Track(points)
+    site_document = {
+        "type": "FeatureCollection",
+        "lantern": {
+            "id": "track",
+            "name": "A walk from a track file",
+            "kind": "community",
+            "timezone": "UTC",
+            "wearable_model": "lantern-ankle-a1",
+            "wearable_profile": "ankle_tag",
+        },
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"role": "track", "name": TRACK_NAME},
+                "geometry": {"type": "LineString", "coordinates": points},
+            }
+        ],
+    }
+    try:
+        track = Track(parse_site_map(site_document, source=source))
+    except SiteError as exc:
+        raise TrackError(str(exc)) from None
     if track.length_m <= 0:
         raise TrackError("the track has zero length")
     return track
 
 
 def load_track(path: Path) -> Track:
-    """Read a GeoJSON track file (see :func:`parse_track`)."""
+    """Read a GeoJSON track or site map file (see :func:`parse_track`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -145,72 +239,51 @@ def load_track(path: Path) -> Track:
     except json.JSONDecodeError as exc:
         raise TrackError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
     try:
-        return parse_track(document)
+        return parse_track(document, source=str(path))
     except TrackError as exc:
         raise TrackError(f"{path}: {exc}") from None
 
 
-@dataclass(frozen=True)
-class _Fix:
-    lat: float
-    lon: float
-    cog: float
+def walk_scenario(track: Track, speed_mps: float = 1.4) -> ScenarioSpec:
+    """Walk ``track`` back and forth from its first position at ``speed_mps``, the
+    battery at 100% and losing 2% an hour; no timed events."""
+    return ScenarioSpec(
+        name="walk",
+        description=f"Walks track {track.name!r} back and forth at {speed_mps:g} m/s.",
+        route=RouteSpec(
+            track=track.name, mode="pingpong", start="beginning", speed_mps=(speed_mps, speed_mps)
+        ),
+        battery=BatterySpec(start_pct=(100.0, 100.0), drain_pct_per_h=(2.0, 2.0)),
+    )
 
 
-class Track:
-    """A polyline of (lon, lat) walked back and forth at constant speed."""
-
-    def __init__(self, points: list[tuple[float, float]]) -> None:
-        self.points = points
-        lat0 = math.radians(sum(p[1] for p in points) / len(points))
-        self._lat0 = lat0
-        self._lon0 = sum(p[0] for p in points) / len(points)
-        self._xy = [self._to_xy(lon, lat) for lon, lat in points]
-        self._cum = [0.0]
-        for (x0, y0), (x1, y1) in zip(self._xy, self._xy[1:], strict=False):
-            self._cum.append(self._cum[-1] + math.hypot(x1 - x0, y1 - y0))
-        self.length_m = self._cum[-1]
-
-    def _to_xy(self, lon: float, lat: float) -> tuple[float, float]:
-        x = math.radians(lon - self._lon0) * _EARTH_RADIUS_M * math.cos(self._lat0)
-        y = math.radians(lat) * _EARTH_RADIUS_M
-        return x, y
-
-    def _to_lonlat(self, x: float, y: float) -> tuple[float, float]:
-        lat = math.degrees(y / _EARTH_RADIUS_M)
-        lon = self._lon0 + math.degrees(x / (_EARTH_RADIUS_M * math.cos(self._lat0)))
-        return lon, lat
-
-    def at(self, distance_m: float) -> _Fix:
-        """Where a walker is after ``distance_m`` metres, going back at each end."""
-        period = 2 * self.length_m
-        d = distance_m % period
-        backwards = d > self.length_m
-        if backwards:
-            d = period - d
-        lo, hi = 0, len(self._cum) - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self._cum[mid] <= d:
-                lo = mid
-            else:
-                hi = mid
-        seg = self._cum[hi] - self._cum[lo]
-        t = 0.0 if seg <= 0 else (d - self._cum[lo]) / seg
-        (x0, y0), (x1, y1) = self._xy[lo], self._xy[hi]
-        x, y = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
-        dx, dy = (x0 - x1, y0 - y1) if backwards else (x1 - x0, y1 - y0)
-        cog = math.degrees(math.atan2(dx, dy)) % 360.0
-        lon, lat = self._to_lonlat(x, y)
-        return _Fix(lat=lat, lon=lon, cog=cog)
+def make_simulator(
+    device_id: str,
+    track: Track,
+    profile: WearableProfile,
+    *,
+    start: datetime,
+    seed: int | str = 0,
+    speed_mps: float = 1.4,
+) -> WearableSimulator:
+    """The simulator a :class:`WearableAgent` runs: :func:`walk_scenario` on the
+    track's site."""
+    return WearableSimulator(
+        device_id,
+        track.site,
+        walk_scenario(track, speed_mps),
+        profile=profile,
+        start=start,
+        seed=seed,
+    )
 
 
 class WearableAgent(EdgeAgent):
     """A simulated ankle tag or wristband walking ``track`` (see the module docstring).
 
-    ``max_events`` stops producing after that many events of this run (the agent
-    keeps running and delivering until stopped); ``seed`` makes the simulated noise
-    repeatable.
+    ``max_events`` stops producing events after that many of this run (telemetry goes
+    on, and the agent keeps delivering until stopped); ``seed`` makes the simulated
+    noise repeatable.
     """
 
     profile_type = WearableProfile
@@ -233,6 +306,7 @@ class WearableAgent(EdgeAgent):
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
+        walk_scenario(track, speed_mps)  # refuse a bad speed before opening anything
         super().__init__(
             device_id=device_id,
             model=model,
@@ -248,14 +322,21 @@ class WearableAgent(EdgeAgent):
         self.max_events = max_events
         self._rng = random.Random(seed)
         self._t0 = time.monotonic()
-        self._next: dict[str, float] = {
-            "position": self._t0,
-            "checkin": self._t0,
-            "telemetry": self._t0,
-        }
-        self._battery = 100.0
-        self._battery_alarms: dict[str, str] = {}
+        self._start = datetime.now(UTC)
+        try:
+            self.simulator = make_simulator(
+                device_id,
+                track,
+                self.wearable_profile,
+                start=self._start,
+                seed=seed if seed is not None else secrets.randbits(64),
+                speed_mps=speed_mps,
+            )
+        except BaseException:
+            self.shutdown()
+            raise
         self._made = 0
+        self._located_at_start = False
 
     @property
     def wearable_profile(self) -> WearableProfile:
@@ -263,60 +344,57 @@ class WearableAgent(EdgeAgent):
         assert isinstance(self.profile, WearableProfile)
         return self.profile
 
-    def _interval(self, seconds: float) -> float:
-        return seconds / self.rate
+    # -- simulated time: `rate` times the wall clock, from the agent's start
+
+    def _sim_time(self, now: float) -> datetime:
+        return self._start + timedelta(seconds=(now - self._t0) * self.rate)
+
+    def _wall_time(self, sim_time: datetime) -> datetime:
+        return self._start + (sim_time - self._start) / self.rate
 
     def _budget_left(self) -> bool:
         return self.max_events is None or self._made < self.max_events
 
     def tick(self, now: float) -> float:
-        """Make the positions, check-ins, telemetry and alarms that are due."""
-        profile = self.wearable_profile
-        self._drain_battery(now)
-        if now >= self._next["position"]:
-            self._next["position"] = max(
-                self._next["position"] + self._interval(profile.report_interval_s.normal),
-                now - 1.0,
-            )
-            if self._budget_left():
-                self._position(now)
-        if now >= self._next["checkin"]:
-            self._next["checkin"] = now + self._interval(profile.heartbeat_s)
-            if self._budget_left():
-                self._made += 1
-                self.emit_event(
-                    "checkin",
-                    CheckinBody(
-                        next_checkin_s=max(10, round(self._interval(profile.heartbeat_s))),
-                        batt=int(self._battery),
-                        charging=False,
-                        strap="closed",
-                        rssi=self._rssi(),
-                        uptime_s=int(now - self._t0),
-                        outbox_depth=self.outbox.events,
-                    ),
-                )
-        if now >= self._next["telemetry"]:
-            self._next["telemetry"] = now + self._interval(profile.telemetry_interval_s)
-            self.emit_telemetry(
-                TelemetryBody(
-                    batt=int(self._battery),
-                    charging=False,
-                    rssi=self._rssi(),
-                    temp_c=round(31.0 + self._rng.uniform(-1.5, 1.5), 1),
-                    outbox_depth=self.outbox.events,
-                    uptime_s=int(now - self._t0),
-                )
-            )
-        return max(0.0, min(self._next.values()) - time.monotonic())
+        """Commit what the simulator emitted up to ``now``; the seconds until it is
+        next due."""
+        if not self._located_at_start:
+            self._located_at_start = True
+            self._locate(now)
+        sim_now = self._sim_time(now)
+        for emission in self.simulator.step(sim_now):
+            self._commit(emission)
+        due = self.simulator.next_due()
+        if due is None:
+            return 1.0
+        return max(0.0, (due - sim_now).total_seconds() / self.rate)
+
+    def _commit(self, emission: Emission) -> None:
+        body = emission.body
+        if isinstance(body, TelemetryBody):
+            self.emit_telemetry(body.model_copy(update={"outbox_depth": self.outbox.events}))
+            return
+        if not self._budget_left():
+            return
+        self._made += 1
+        if isinstance(body, CheckinBody):
+            body = body.model_copy(update={"outbox_depth": self.outbox.events})
+        self.emit_event(
+            _EVENT_KINDS[emission.kind], body, captured_at=self._wall_time(emission.captured_at)
+        )
 
     def profile_changed(self, profile: Profile) -> None:
-        """A new report interval applies from the next position on."""
+        """The simulator follows the new profile; a new report interval counts from
+        the last position."""
         assert isinstance(profile, WearableProfile)
-        now = time.monotonic()
-        self._next["position"] = min(
-            self._next["position"], now + self._interval(profile.report_interval_s.normal)
-        )
+        simulator = self.simulator
+        simulator.profile = profile
+        if not simulator.violation:
+            # set_violation recomputes the next position from the profile in force (one
+            # interval after the last position, or at once); on and off again applies
+            # the new normal interval now rather than after the next position.
+            simulator.set_violation(True)
+            simulator.set_violation(False)
         logger.info(
             "%s: reporting every %d s (x%g)",
             self.device_id,
@@ -327,63 +405,36 @@ class WearableAgent(EdgeAgent):
     def handle_command(self, command: Command) -> None:
         """``locate``: a position now. Others are logged."""
         if isinstance(command, LocateCommand):
-            self._position(time.monotonic())
+            self._locate(time.monotonic())
         else:
             logger.info(
                 "%s: command %s not supported by the simulator", self.device_id, command.NAME
             )
 
-    def _rssi(self) -> int:
-        return int(self._rng.gauss(-85, 6)) if self._rng.random() < 0.99 else -120
-
-    def _position(self, now: float) -> None:
+    def _locate(self, now: float) -> None:
+        """A position at once: where the wearer truly is, with an error of a good GNSS
+        fix (``acc`` 3-8 m, 68% of fixes within it)."""
+        if not self._budget_left():
+            return
+        sim_now = self._sim_time(now)
+        truth = self.simulator.truth_at(sim_now)
+        acc = round(self._rng.uniform(3.0, 8.0), 1)
+        sigma = acc / ACC_SIGMA_RATIO
+        site = self.track.site
+        lat, lon = site.latlon(
+            truth.x + self._rng.gauss(0.0, sigma), truth.y + self._rng.gauss(0.0, sigma)
+        )
+        sources = self.wearable_profile.positioning.sources
         self._made += 1
-        walked = (now - self._t0) * self.rate * self.speed_mps
-        fix = self.track.at(walked)
-        acc = round(abs(self._rng.gauss(6.0, 2.0)) + 2.0, 1)
         self.emit_event(
             "position",
             PositionBody(
-                lat=round(fix.lat, 7),
-                lon=round(fix.lon, 7),
+                lat=round(lat, 7),
+                lon=round(lon, 7),
                 acc=acc,
-                src="gnss",
-                vel=self.speed_mps,
-                cog=round(fix.cog, 1),
-                sat=self._rng.randint(6, 14),
-                hdop=round(self._rng.uniform(0.7, 2.0), 1),
-                batt=int(self._battery),
+                src="gnss" if "gnss" in sources else sources[0],
+                batt=self.simulator.battery_at(sim_now),
                 charging=False,
-                strap="closed",
-                rssi=self._rssi(),
             ),
+            captured_at=self._wall_time(sim_now),
         )
-
-    def _drain_battery(self, now: float) -> None:
-        """Lose 2% an hour of simulated time; raise the battery alarms on the way down."""
-        hours = (now - self._t0) * self.rate / 3600.0
-        self._battery = max(0.0, 100.0 - 2.0 * hours)
-        thresholds = self.wearable_profile.battery
-        for kind, level in (
-            ("battery.low", thresholds.low_pct),
-            ("battery.critical", thresholds.critical_pct),
-        ):
-            if self._battery <= level and kind not in self._battery_alarms:
-                alarm_id = new_event_id()
-                self._battery_alarms[kind] = alarm_id
-                if self._budget_left():
-                    self._made += 1
-                    fix = self.track.at((now - self._t0) * self.rate * self.speed_mps)
-                    self.emit_event(
-                        "alarm",
-                        AlarmBody(
-                            type="battery.low" if kind == "battery.low" else "battery.critical",
-                            state="active",
-                            alarm_id=alarm_id,
-                            position=PositionBody(
-                                lat=round(fix.lat, 7), lon=round(fix.lon, 7), acc=10.0, src="gnss"
-                            ),
-                            detail=f"battery at {int(self._battery)}%",
-                        ),
-                        captured_at=datetime.now(UTC),
-                    )

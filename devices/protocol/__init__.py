@@ -71,9 +71,11 @@ Versions
     says so). Anything else is refused as ``unknown_schema`` with the accepted list,
     never guessed; a valid schema of another kind is ``schema_mismatch``. Events are
     at ``lantern.evt/2``; ``lantern.evt/1`` (first firmware: no outbox, no signing,
-    embeddings as JSON arrays) is upgraded by :func:`upgrade_evt_v1`. The other kinds
-    are at version 1. When v3 comes, v1 stops being accepted and ``upgrade_evt_v2``
-    joins; ``upgrade_evt_v1`` is then dropped.
+    embeddings as JSON arrays) is upgraded by :func:`upgrade_evt_v1`. States are at
+    ``lantern.state/2``, which added ``body.config_error``; ``lantern.state/1`` is
+    relabelled by ``upgrade_state_v1`` (hubs are upgraded before devices: consumers
+    refuse unknown fields). The other kinds are at version 1. When v3 comes, v1 stops
+    being accepted and ``upgrade_evt_v2`` joins; ``upgrade_evt_v1`` is then dropped.
 
 Embeddings
     Base64 of little-endian float32 (:func:`encode_embedding`,

@@ -44,6 +44,7 @@ from devices.protocol.fields import (
 __all__ = [
     "ALARM_TYPES",
     "MAX_ACK_IDS",
+    "MAX_CONFIG_ERROR_CHARS",
     "MAX_CROP_BYTES",
     "AckBody",
     "AlarmBody",
@@ -68,6 +69,9 @@ MAX_CROP_BYTES = 64 * 1024
 
 MAX_ACK_IDS = 1000
 """Most event ids (stored plus rejected) in one ack."""
+
+MAX_CONFIG_ERROR_CHARS = 300
+"""Longest ``config_error`` a state may carry; a device shortens longer reasons."""
 
 _I64 = 2**63 - 1
 
@@ -350,6 +354,14 @@ class StateBody(StrictModel):
     )
     config_sha256: Sha256Hex | None = Field(
         default=None, description="SHA-256 of the applied configuration's canonical JSON."
+    )
+    config_error: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CONFIG_ERROR_CHARS,
+        description="Why the last configuration the hub pushed was refused; the "
+        "configuration in force is still config_version. Left out once a pushed "
+        "configuration is applied (or is the one in force). Since lantern.state/2.",
     )
 
     @model_validator(mode="after")

@@ -12,7 +12,8 @@
    ``schema_mismatch``);
 5. ``device_id`` equals the topic's device (``device_mismatch``), before the rest so
    a payload claiming another device is reported as such whatever else is wrong;
-6. the previous version is upgraded to the current one (see :func:`upgrade_evt_v1`);
+6. the previous version is upgraded to the current one (see :func:`upgrade_evt_v1`,
+   :func:`~devices.protocol.messages.upgrade_state_v1`);
 7. the model (``invalid``, or ``bad_clock`` for timestamps).
 
 No other exception leaves ``decode`` for any payload: pydantic's and json's are
@@ -25,7 +26,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,12 +43,14 @@ from devices.protocol.messages import (
     CURRENT_SCHEMAS,
     EVT_SCHEMA,
     EVT_SCHEMA_V1,
+    STATE_SCHEMA_V1,
     Envelope,
     EventEnvelope,
     Message,
     accepted_schemas,
     message_class,
     topic_for,
+    upgrade_state_v1,
 )
 from devices.protocol.topics import TopicInfo, max_payload_bytes, parse_topic
 
@@ -245,7 +248,10 @@ def upgrade_evt_v1(data: Mapping[str, Any], event_type: str) -> dict[str, Any]:
     return upgraded
 
 
-_UPGRADES = {EVT_SCHEMA_V1: upgrade_evt_v1}
+_UPGRADES: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
+    EVT_SCHEMA_V1: upgrade_evt_v1,
+    STATE_SCHEMA_V1: upgrade_state_v1,
+}
 
 
 def _dump(message: Envelope) -> dict[str, Any]:

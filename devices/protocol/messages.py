@@ -6,8 +6,9 @@ package docstring for why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import ClassVar, Final, Literal, Self
+from typing import Any, ClassVar, Final, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -26,6 +27,7 @@ from devices.protocol.bodies import (
     SyncWatchlistBody,
     TelemetryBody,
 )
+from devices.protocol.errors import ProtocolError
 from devices.protocol.fields import (
     MAX_CLOCK_SKEW,
     BootId,
@@ -48,6 +50,7 @@ __all__ = [
     "MESSAGE_CLASSES",
     "PREVIOUS_SCHEMAS",
     "STATE_SCHEMA",
+    "STATE_SCHEMA_V1",
     "TELE_SCHEMA",
     "Ack",
     "AlarmEvent",
@@ -67,12 +70,14 @@ __all__ = [
     "accepted_schemas",
     "message_class",
     "topic_for",
+    "upgrade_state_v1",
 ]
 
 EVT_SCHEMA: Final = "lantern.evt/2"
 EVT_SCHEMA_V1: Final = "lantern.evt/1"
 TELE_SCHEMA: Final = "lantern.tele/1"
-STATE_SCHEMA: Final = "lantern.state/1"
+STATE_SCHEMA: Final = "lantern.state/2"
+STATE_SCHEMA_V1: Final = "lantern.state/1"
 ACK_SCHEMA: Final = "lantern.ack/1"
 CONFIG_SCHEMA: Final = "lantern.config/1"
 CMD_SCHEMA: Final = "lantern.cmd/1"
@@ -90,7 +95,7 @@ CURRENT_SCHEMAS: dict[TopicKind, str] = {
 PREVIOUS_SCHEMAS: dict[TopicKind, str | None] = {
     "evt": EVT_SCHEMA_V1,
     "tele": None,
-    "state": None,
+    "state": STATE_SCHEMA_V1,
     "ack": None,
     "config": None,
     "cmd": None,
@@ -227,16 +232,43 @@ class Telemetry(_FromDevice):
 
 class DeviceState(_FromDevice):
     """``state``: retained presence. The offline Last Will is composed at connect, so
-    its ``sent_at`` is the connect time; the hub's receive time says when it fired."""
+    its ``sent_at`` is the connect time; the hub's receive time says when it fired.
+
+    Version 2 added ``body.config_error`` (why a pushed configuration was refused).
+    Consumers are strict (unknown fields refused), so an old hub would refuse a
+    version 1 label on a payload with the new field; the version is bumped instead,
+    and hubs are upgraded before devices: they accept ``lantern.state/2`` and the
+    previous ``lantern.state/1`` (:func:`upgrade_state_v1`).
+    """
 
     KIND: ClassVar[TopicKind] = "state"
 
-    schema_version: Literal["lantern.state/1"] = Field(
-        default=STATE_SCHEMA, alias="schema", description="Payload version."
+    schema_version: Literal["lantern.state/2"] = Field(
+        default=STATE_SCHEMA,
+        alias="schema",
+        description="Payload version. Consumers accept lantern.state/2 and lantern.state/1.",
     )
     boot_id: BootId = Field(description="The device's current boot.")
     sent_at: Timestamp = Field(description="When it was composed, by the device clock.")
     body: StateBody = Field(description="Presence and versions.")
+
+
+def upgrade_state_v1(data: Mapping[str, Any], name: str = "") -> dict[str, Any]:
+    """Turn a ``lantern.state/1`` payload into ``lantern.state/2``, as the decoder does:
+    version 2 only added the optional ``body.config_error``, so the upgrade relabels
+    the payload and refuses a version 1 payload that carries the new field
+    (``ProtocolError("invalid")``). ``name`` is unused (states have no sub-type); it
+    keeps the signature of the other upgrades."""
+    body = data.get("body")
+    if isinstance(body, Mapping) and "config_error" in body:
+        raise ProtocolError(
+            "invalid",
+            f"config_error is not a field of {STATE_SCHEMA_V1}",
+            field="body.config_error",
+        )
+    upgraded = dict(data)
+    upgraded["schema"] = STATE_SCHEMA
+    return upgraded
 
 
 class Ack(Envelope):

@@ -6,12 +6,25 @@
   track, emit a sighting per appearance and check the offline watchlist;
 * :mod:`edge.camera.events`: the envelope factory and sink the pipeline is given
   (the agent's outbox in service; in-memory and JSON-lines ones for dry runs);
-* :mod:`edge.camera.command`: the ``camera`` command and the engine a profile needs.
+* :mod:`edge.camera.command`: setting a camera up from its command line (profile,
+  overrides, engine, watchlist) and the pipeline-only ``camera`` command (dry runs);
+* :mod:`edge.camera.agent`: :class:`CameraAgent`, the camera as an edge agent: the
+  pipeline on a frame thread of its own, events through the agent's durable outbox and
+  MQTT link, hub configs checked and applied (``lantern edge camera``, ``edge/cli.py``).
 
 Tracking is :mod:`edge.tracking`, the offline watchlist :mod:`edge.watchlist`.
 """
 
-from edge.camera.command import camera, make_camera_command, run_camera
+from edge.camera.agent import CameraAgent, merge_stats
+from edge.camera.command import (
+    CameraOverrides,
+    CameraSetup,
+    EngineChoice,
+    camera,
+    make_camera_command,
+    prepare_camera,
+    run_camera,
+)
 from edge.camera.events import (
     CameraEventType,
     EventFactory,
@@ -43,12 +56,16 @@ from edge.camera.sources import (
 )
 
 __all__ = [
+    "CameraAgent",
     "CameraConfigError",
+    "CameraOverrides",
+    "CameraSetup",
     "CameraEventType",
     "CameraPipeline",
     "CameraStats",
     "DirFrames",
     "Engine",
+    "EngineChoice",
     "EventFactory",
     "FaceSample",
     "Frame",
@@ -66,7 +83,9 @@ __all__ = [
     "VideoFileFrames",
     "camera",
     "make_camera_command",
+    "merge_stats",
     "open_source",
     "parse_source",
+    "prepare_camera",
     "run_camera",
 ]

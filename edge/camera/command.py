@@ -1,10 +1,16 @@
-"""``lantern edge camera``: run the camera pipeline on a source.
+"""Setting a camera up, and the pipeline-only ``camera`` command.
 
-The command is a plain function for ``edge/cli.py`` to register
-(``app.command("camera")(camera)``). Without ``--dry-run`` it needs somewhere to
-publish: :func:`make_camera_command` takes an opener that yields the sink and
-envelope factory for a device (the agent's outbox), and returns the command bound to
-it; :data:`camera` itself has none and asks for ``--dry-run``.
+:func:`prepare_camera` turns the command line (``--source``, ``--profile``,
+``--engine``, ``--watchlist``, ``--fps``) into a :class:`CameraSetup`: the profile,
+the command-line values kept over any profile (:class:`CameraOverrides`), the engine
+and the offline watchlist. ``lantern edge camera`` (``edge/cli.py``) uses it to build
+the publishing agent (:class:`edge.camera.agent.CameraAgent`) and, with
+``--dry-run``, runs :data:`camera` instead.
+
+:func:`make_camera_command` returns a command that runs the pipeline on the calling
+thread and publishes through an opener that yields the sink and envelope factory for
+a device; :data:`camera` has no opener and only does ``--dry-run`` (events printed as
+JSON lines on stdout).
 
 Which engine
     ``--engine FILE`` is an :class:`~models.engine.EngineConfig` as JSON (the format of
@@ -26,8 +32,9 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -35,20 +42,30 @@ from rich.console import Console
 from devices.firmware import CameraProfile, ConfigError, DetectorSettings, load_profile
 from devices.protocol import ProtocolError, validate_device_id
 from edge.camera.events import EventFactory, JsonLinesSink, LocalEventFactory, SightingSink
-from edge.camera.pipeline import CameraConfigError, CameraPipeline, CameraStats, PipelineOptions
+from edge.camera.pipeline import (
+    CameraConfigError,
+    CameraPipeline,
+    CameraStats,
+    Engine,
+    PipelineOptions,
+)
 from edge.camera.sources import CameraSource, SourceError, open_source, parse_source
 from edge.watchlist import Watchlist, WatchlistError, load_watchlist
 from models.dlib_backend import DlibConfig
-from models.engine import EngineConfig, FaceEngine, build_engine
+from models.engine import EngineConfig, build_engine
 from models.errors import ModelError
 
 __all__ = [
+    "CameraOverrides",
+    "CameraSetup",
+    "EngineChoice",
     "PublisherOpener",
     "camera",
     "detector_label",
     "engine_config_for",
     "load_camera_profile",
     "make_camera_command",
+    "prepare_camera",
     "run_camera",
 ]
 
@@ -100,8 +117,131 @@ def detector_label(config: EngineConfig) -> str:
     return "scrfd"
 
 
+@dataclass(frozen=True)
+class CameraOverrides:
+    """Settings given on the command line, kept over the profile and over any profile
+    the hub pushes later (the hub knows neither the device's paths nor its streams)."""
+
+    source: CameraSource | None = None
+    fps: float | None = None
+
+    def apply(self, profile: CameraProfile) -> CameraProfile:
+        """``profile`` with these settings in place of its own."""
+        update: dict[str, Any] = {}
+        if self.source is not None:
+            update["source"] = self.source
+        if self.fps is not None:
+            update["fps"] = self.fps
+        if not update:
+            return profile
+        return CameraProfile.model_validate({**dict(profile), **update})
+
+
+class EngineChoice:
+    """The face engine for a profile: the configuration given with ``--engine`` if
+    any, else dlib with the profile's dlib detector (:func:`engine_config_for`). Each
+    configuration is built once and kept; building and looking up may happen on
+    different threads, using an engine on one thread at a time."""
+
+    def __init__(
+        self,
+        fixed: EngineConfig | None = None,
+        *,
+        build: Callable[[EngineConfig], Engine] = build_engine,
+    ) -> None:
+        self.fixed = fixed
+        self._build = build
+        self._built: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def config_for(self, profile: CameraProfile) -> EngineConfig:
+        """The engine configuration ``profile`` runs with; :class:`CameraConfigError`
+        for a detector that needs model files and no ``--engine`` was given."""
+        return self.fixed if self.fixed is not None else engine_config_for(profile.detector)
+
+    def add(self, config: EngineConfig, engine: Engine) -> None:
+        """Keep an engine already built for ``config``."""
+        with self._lock:
+            self._built[config.model_dump_json()] = engine
+
+    def engine_for(self, profile: CameraProfile) -> tuple[EngineConfig, Engine]:
+        """The configuration and engine for ``profile``, built on first use
+        (:class:`~models.errors.ModelError` if that fails)."""
+        config = self.config_for(profile)
+        key = config.model_dump_json()
+        with self._lock:
+            engine = self._built.get(key)
+            if engine is None:
+                engine = self._build(config)
+                self._built[key] = engine
+        return config, engine
+
+
+@dataclass(frozen=True)
+class CameraSetup:
+    """What a camera runs, from its command line (see :func:`prepare_camera`)."""
+
+    base: CameraProfile
+    """The profile file's (or the defaults, with the engine's model), before overrides."""
+    overrides: CameraOverrides
+    profile: CameraProfile
+    """``base`` with the overrides: what runs until the hub pushes another profile."""
+    engines: EngineChoice
+    engine_config: EngineConfig
+    engine: Engine
+    watchlist: Watchlist | None
+    options: PipelineOptions
+
+
+def prepare_camera(
+    device_id: str,
+    *,
+    source: str | None = None,
+    profile_file: Path | None = None,
+    engine_file: Path | None = None,
+    watchlist_file: Path | None = None,
+    fps: float | None = None,
+) -> CameraSetup:
+    """Check the command line and build what it names: profile, engine, watchlist.
+
+    Raises :class:`CameraConfigError`, :class:`~devices.firmware.ConfigError`,
+    :class:`~models.errors.ModelError`, :class:`~devices.protocol.ProtocolError` (a bad
+    device id), :class:`SourceError` or :class:`WatchlistError`.
+    """
+    validate_device_id(device_id)
+    loaded = load_camera_profile(profile_file) if profile_file is not None else None
+    chosen: CameraSource | None = parse_source(source) if source is not None else None
+    if chosen is None and loaded is None:
+        raise CameraConfigError("give --source or a --profile with a source")
+    overrides = CameraOverrides(source=chosen, fps=fps)
+    fixed = engine_config_for(DetectorSettings(), engine_file) if engine_file is not None else None
+    engines = EngineChoice(fixed)
+    detector = loaded.detector if loaded is not None else DetectorSettings()
+    config = fixed if fixed is not None else engine_config_for(detector)
+    engine = build_engine(config)
+    engines.add(config, engine)
+    if loaded is None:
+        assert chosen is not None
+        base = CameraProfile(source=chosen, model_id=engine.model_id)
+    else:
+        base = loaded
+    settings = overrides.apply(base)
+    offline = None
+    if watchlist_file is not None:
+        if not settings.offline_watchlist.enabled:
+            logger.warning("the profile disables the offline watchlist; using --watchlist")
+        offline = load_watchlist(
+            watchlist_file,
+            model_id=engine.model_id,
+            dim=engine.dim,
+            max_entries=settings.offline_watchlist.max_entries,
+        )
+    options = PipelineOptions(detector_name=detector_label(config))
+    return CameraSetup(base, overrides, settings, engines, config, engine, offline, options)
+
+
 def run_camera(
-    engine: FaceEngine,
+    engine: Engine,
     profile: CameraProfile,
     *,
     sink: SightingSink,
@@ -159,6 +299,10 @@ WatchlistOpt = Annotated[
 MaxFramesOpt = Annotated[
     int | None, typer.Option("--max-frames", min=1, help="Stop after this many processed frames")
 ]
+FpsOpt = Annotated[
+    float | None,
+    typer.Option("--fps", min=0.01, max=60, help="Frames processed per second (over the profile)"),
+]
 DryRunOpt = Annotated[
     bool,
     typer.Option("--dry-run", help="Print events as JSON lines on stdout instead of publishing"),
@@ -175,6 +319,7 @@ def make_camera_command(open_publisher: PublisherOpener | None = None) -> Callab
         engine: EngineFileOpt = None,
         watchlist: WatchlistOpt = None,
         max_frames: MaxFramesOpt = None,
+        fps: FpsOpt = None,
         dry_run: DryRunOpt = False,
     ) -> None:
         """Turn a camera's frames into sightings: detect, quality-gate, align, track,
@@ -186,45 +331,27 @@ def make_camera_command(open_publisher: PublisherOpener | None = None) -> Callab
                 "not wired to; use --dry-run to print the events instead"
             )
         try:
-            validate_device_id(device_id)
-            loaded = load_camera_profile(profile) if profile is not None else None
-            if source is not None:
-                chosen: CameraSource = parse_source(source)
-            elif loaded is not None:
-                chosen = loaded.source
-            else:
-                raise _fail("give --source or a --profile with a source")
-            detector = loaded.detector if loaded is not None else DetectorSettings()
-            config = engine_config_for(detector, engine)
-            face_engine = build_engine(config)
-            if loaded is None:
-                settings = CameraProfile(source=chosen, model_id=face_engine.model_id)
-            else:
-                settings = loaded.model_copy(update={"source": chosen})
-            offline = None
-            if watchlist is not None:
-                if not settings.offline_watchlist.enabled:
-                    logger.warning("the profile disables the offline watchlist; using --watchlist")
-                offline = load_watchlist(
-                    watchlist,
-                    model_id=face_engine.model_id,
-                    dim=face_engine.dim,
-                    max_entries=settings.offline_watchlist.max_entries,
-                )
+            setup = prepare_camera(
+                device_id,
+                source=source,
+                profile_file=profile,
+                engine_file=engine,
+                watchlist_file=watchlist,
+                fps=fps,
+            )
             publisher: AbstractContextManager[tuple[SightingSink, EventFactory]]
             if dry_run or open_publisher is None:
                 publisher = _dry_run(device_id)
             else:
-                publisher = open_publisher(device_id, settings)
-            options = PipelineOptions(detector_name=detector_label(config))
+                publisher = open_publisher(device_id, setup.profile)
             with publisher as (sink, make_event):
                 stats = run_camera(
-                    face_engine,
-                    settings,
+                    setup.engine,
+                    setup.profile,
                     sink=sink,
                     make_event=make_event,
-                    watchlist=offline,
-                    options=options,
+                    watchlist=setup.watchlist,
+                    options=setup.options,
                     max_frames=max_frames,
                 )
         except (

@@ -19,7 +19,10 @@ and ``seq`` itself, inside the transaction that stores the event
 (``put_event(make)`` with ``make(boot_id, seq) -> EventEnvelope``): the envelope is
 made at capture with its final ``event_id`` and ``captured_at`` (so an alarm can
 name its sighting) and a provisional boot and ``seq``, which ``put`` replaces with
-the outbox's. Call it from the thread that owns the outbox.
+the outbox's. Given ``Outbox.put_event`` itself, call it from the thread that owns the
+outbox; given :meth:`edge.agent.EdgeAgent.post_event`, from any thread (the camera
+agent's frame thread does): the agent thread then stamps and commits the events, in
+the order they were put.
 """
 
 from __future__ import annotations

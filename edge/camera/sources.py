@@ -421,6 +421,15 @@ class LiveFrames:
                 self._ended = True
                 self._cond.notify_all()
 
+    def interrupt(self) -> None:
+        """End the iteration at the consumer's next wait, from any thread and without
+        waiting for the reader (which may be blocked in a read); :meth:`close`, called
+        when the iteration ends, then reaps the reader."""
+        self._stop.set()
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
     def close(self) -> None:
         self._stop.set()
         thread = self._thread

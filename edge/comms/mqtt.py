@@ -1160,6 +1160,8 @@ class PooledClient:
 
     ``birth`` is published after every CONNACK, ``will`` is composed before every
     connect, ``farewell`` is published by a clean :meth:`ClientPool.close`.
+    ``username``, when given, replaces the pool settings' username for this client
+    (a device logs in as its device id, the key of the broker ACL).
     """
 
     def __init__(
@@ -1172,6 +1174,7 @@ class PooledClient:
         farewell: MessageFactory | None,
         subscriptions: Sequence[tuple[str, int]],
         on_message: Callable[[PooledClient, RawMessage], None] | None,
+        username: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.stats = LinkStats()
@@ -1182,7 +1185,10 @@ class PooledClient:
         self._farewell = farewell
         self._subs = list(subscriptions)
         self._on_message_cb = on_message
-        self._client = _new_paho(client_id, pool.settings)
+        settings = pool.settings
+        if username is not None:
+            settings = settings.model_copy(update={"username": username})
+        self._client = _new_paho(client_id, settings)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
@@ -1539,8 +1545,10 @@ class ClientPool:
         farewell: MessageFactory | None = None,
         subscriptions: Sequence[tuple[str, int]] = (),
         on_message: Callable[[PooledClient, RawMessage], None] | None = None,
+        username: str | None = None,
     ) -> PooledClient:
-        """Add a client and start connecting it."""
+        """Add a client and start connecting it; ``username`` overrides the pool
+        settings' one for this client."""
         if self.closing:
             raise RuntimeError("pool is closing")
         if client_id in self._clients:
@@ -1553,6 +1561,7 @@ class ClientPool:
             farewell=farewell,
             subscriptions=subscriptions,
             on_message=on_message,
+            username=username,
         )
         self._clients[client_id] = pooled
         pooled._start()

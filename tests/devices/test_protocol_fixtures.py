@@ -6,9 +6,12 @@ from __future__ import annotations
 import pytest
 
 from devices.protocol import (
+    CURRENT_SCHEMAS,
     ERROR_CODES,
     MESSAGE_CLASSES,
+    PREVIOUS_SCHEMAS,
     DecodedMessage,
+    EventEnvelope,
     ProtocolError,
     decode,
     encode,
@@ -82,9 +85,12 @@ def test_the_bad_payloads_cover_every_decoder_error_code() -> None:
 
 def test_previous_schema_is_upgraded_to_the_current() -> None:
     upgraded = [c for c in CASES if c.upgraded_from]
-    assert {c.upgraded_from for c in upgraded} == {"lantern.evt/1"}
+    assert {c.upgraded_from for c in upgraded} == {"lantern.evt/1", "lantern.state/1"}
     for case in upgraded:
         decoded = _decode(case)
-        assert decoded.schema == "lantern.evt/1"
-        assert decoded.message.schema_version == "lantern.evt/2"
-        assert decoded.message.replayed is False
+        assert decoded.schema == case.upgraded_from
+        kind = decoded.topic.kind
+        assert decoded.message.schema_version == CURRENT_SCHEMAS[kind]
+        assert decoded.schema == PREVIOUS_SCHEMAS[kind]
+        if isinstance(decoded.message, EventEnvelope):
+            assert decoded.message.replayed is False

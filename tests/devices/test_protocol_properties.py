@@ -211,6 +211,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
             StateBody,
             status=st.sampled_from(["online", "offline"]),
             fw=st.from_regex(r"\A[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\Z"),
+            config_error=maybe(st.text(min_size=1, max_size=300)),
         ),
     ),
     acks(),

@@ -1,24 +1,36 @@
-"""The wearable's track follower and ``lantern edge wearable``'s refusals: tracks,
-unknown models, malformed device configs, corrupt and locked outboxes."""
+"""The wearable's tracks (walked by the devices.simulation simulator) and
+``lantern edge wearable``'s refusals: tracks, unknown models, malformed device
+configs, corrupt and locked outboxes."""
 
 from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from devices.firmware import ReportIntervals, WearableProfile, load_profile, packaged_config_dir
+from devices.protocol import PositionBody
+from devices.simulation import demo_site_path
 from edge.cli import app
 from edge.outbox import Outbox, OutboxLimits
-from edge.wearable import TrackError, load_track, parse_track
+from edge.wearable import TRACK_NAME, Track, TrackError, load_track, make_simulator, parse_track
 from tests.edge.mqtt_helpers import TRACK, free_port, unique_id, write_track
 
 runner = CliRunner()
 
 LINE = {"type": "LineString", "coordinates": [[0.0, 0.0], [0.001, 0.0]]}
+START = datetime(2025, 3, 14, 7, 30, tzinfo=UTC)
+
+
+def ankle() -> WearableProfile:
+    profile = load_profile(packaged_config_dir() / "profiles" / "ankle_tag.yaml")
+    assert isinstance(profile, WearableProfile)
+    return profile
 
 
 def test_track_shapes() -> None:
@@ -30,16 +42,51 @@ def test_track_shapes() -> None:
     assert len(collection.points) == 4
 
 
-def test_track_walks_back_and_forth() -> None:
-    track = parse_track(LINE)
-    start, middle = track.at(0), track.at(track.length_m / 2)
-    assert (start.lat, start.lon) == pytest.approx((0.0, 0.0), abs=1e-9)
-    assert middle.lon == pytest.approx(0.0005, abs=1e-7)
-    assert middle.cog == pytest.approx(90.0, abs=0.5)  # eastwards
-    back = track.at(track.length_m * 1.5)
-    assert back.lon == pytest.approx(0.0005, abs=1e-7)
-    assert back.cog == pytest.approx(270.0, abs=0.5)  # coming back west
-    assert track.at(track.length_m * 2).lon == pytest.approx(0.0, abs=1e-9)
+def _walk_positions(track: Track, seconds: float) -> list[PositionBody]:
+    """The positions the wearable's simulator reports over ``seconds`` (every 10 s)."""
+    fast = ankle().model_copy(
+        update={"report_interval_s": ReportIntervals(normal=10, in_violation=10)}
+    )
+    simulator = make_simulator("walker-01", track, fast, start=START, seed=3, speed_mps=1.0)
+    emissions = simulator.step(START + timedelta(seconds=seconds))
+    return [e.body for e in emissions if isinstance(e.body, PositionBody)]
+
+
+def test_track_is_walked_back_and_forth_by_the_simulator() -> None:
+    track = parse_track(LINE)  # 111 m due east along the equator
+    assert track.site.id == "track" and track.name == TRACK_NAME
+    simulator = make_simulator("walker-01", track, ankle(), start=START, speed_mps=1.0)
+    lap = track.length_m  # seconds at 1 m/s
+    start = simulator.truth_at(START)
+    assert (start.lat, start.lon) == pytest.approx((0.0, 0.0), abs=1e-7)
+    middle = simulator.truth_at(START + timedelta(seconds=lap / 2))
+    assert middle.lon == pytest.approx(0.0005, abs=1e-6) and middle.speed == pytest.approx(1.0)
+    end = simulator.truth_at(START + timedelta(seconds=lap))
+    assert end.lon == pytest.approx(0.001, abs=1e-6)
+    back = simulator.truth_at(START + timedelta(seconds=lap * 2))
+    assert back.lon == pytest.approx(0.0, abs=1e-6)
+    # What it reports: GNSS fixes outdoors, eastwards first, then back west.
+    positions = _walk_positions(track, lap * 2)
+    assert len(positions) >= 20
+    assert {p.src for p in positions} == {"gnss"}
+    courses = [p.cog for p in positions if p.cog is not None]
+    assert any(abs(c - 90.0) < 30 for c in courses) and any(abs(c - 270.0) < 30 for c in courses)
+
+
+def test_a_site_map_gives_its_walk_track(tmp_path: Path) -> None:
+    track = load_track(demo_site_path("kereru-flats"))
+    assert track.site.id == "kereru-flats" and track.name == "walk"
+    assert track.site.buildings  # indoors and out, as the site says
+    document = json.loads(demo_site_path("kereru-flats").read_text(encoding="utf-8"))
+    document["features"] = [f for f in document["features"] if f["properties"]["role"] != "track"]
+    no_tracks = tmp_path / "no-tracks.geojson"
+    no_tracks.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(TrackError, match="no track to walk"):
+        load_track(no_tracks)
+    document["lantern"]["timezone"] = "Mars/Olympus"
+    no_tracks.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(TrackError, match="unknown time zone"):
+        load_track(no_tracks)
 
 
 @pytest.mark.parametrize(
