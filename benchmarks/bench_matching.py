@@ -29,7 +29,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -38,15 +37,14 @@ import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
-import psutil  # noqa: E402
 
+from benchmarks.machine import base_machine_info, dist_version  # noqa: E402
 from matching.datasets import SyntheticFaces  # noqa: E402
 from matching.gallery import Gallery, GalleryConfig  # noqa: E402
 from matching.policy import IndexPlan, IndexPolicy, search_params  # noqa: E402
@@ -65,46 +63,15 @@ SearchFn = Callable[[F32], I64]  # queries -> template ids (n, FETCH), best firs
 
 
 # -- machine and library facts -------------------------------------------------------
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        present = set(text.split("flags", 1)[1].split("\n", 1)[0].split())
-        flags = " ".join(f for f in ("avx2", "avx512f", "fma", "neon", "asimd") if f in present)
-    except (OSError, IndexError):
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_flags": flags,
-        "logical_cpus": os.cpu_count(),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
+    return base_machine_info(
+        ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS")
+    ) | {
         "faiss": faiss.__version__,
         "faiss_simd": faiss.get_compile_options() if hasattr(faiss, "get_compile_options") else "",
-        "hnswlib": _version("hnswlib"),
-        "usearch": _version("usearch"),
+        "hnswlib": dist_version("hnswlib"),
+        "usearch": dist_version("usearch"),
         "omp_max_threads": faiss.omp_get_max_threads(),
-        "env": {
-            k: os.environ.get(k, "")
-            for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS")
-        },
     }
 
 
