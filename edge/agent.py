@@ -468,13 +468,13 @@ class EdgeAgent:
         self.link.update_presence()
 
     def _refuse_config(self, config_version: int, reason: str) -> None:
-        self.counters.configs_refused += 1
         error = f"config version {config_version} refused: {reason}"
         kept = "none" if self.applied is None else f"version {self.applied.version}"
         logger.error("%s: %s; keeping %s", self.device_id, error, kept)
         if len(error) > MAX_CONFIG_ERROR_CHARS:
             error = error[: MAX_CONFIG_ERROR_CHARS - 1] + "\u2026"
         self._set_config_error(error)
+        self.counters.configs_refused += 1  # last: a watcher of the counter sees the error
 
     def _set_config_error(self, error: str | None) -> None:
         """Keep ``error`` and republish the retained state when it changed."""
