@@ -1,0 +1,317 @@
+"""The generated password and ACL files in a real Mosquitto on a spare loopback port.
+
+Clients are :class:`edge.comms.mqtt.MqttPeer` (MQTT 5); CONNACK reason codes are
+read with a hand-made CONNECT packet over a plain socket, since a refused peer only
+keeps retrying.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from devices.protocol import HUB_EVENTS_SUBSCRIPTION
+from edge.comms.mqtt import MqttPeer, MqttSettings, PublishRefused, RawMessage
+from hub.broker import AccountKind, BrokerAccount, write_broker_config
+from hub.credentials import generate_device_secret, hash_for_mosquitto
+from tests.edge.mqtt_helpers import free_port, listening, wait_until
+
+HUB_USER = "lantern-hub"
+ADMIN_USER = "ops"
+NOT_AUTHORIZED = 0x87
+QUIET_S = 0.5
+"""How long a test waits to be sure a message it must not get does not arrive."""
+
+
+class PeerFactory(Protocol):
+    """The ``connect`` fixture: a started, connected, subscribed peer of a user."""
+
+    def __call__(self, username: str, *subscriptions: str) -> MqttPeer: ...
+
+
+@dataclass
+class Broker:
+    """A running Mosquitto configured from the generated files, and the secrets."""
+
+    port: int
+    secrets: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    folder = tmp_path_factory.mktemp("broker")
+    passwords = {
+        name: generate_device_secret() for name in ("dev-a", "dev-b", HUB_USER, ADMIN_USER)
+    }
+    kinds = {HUB_USER: AccountKind.HUB, ADMIN_USER: AccountKind.ADMIN}
+    accounts = [
+        BrokerAccount(name, hash_for_mosquitto(secret), kinds.get(name, AccountKind.DEVICE))
+        for name, secret in passwords.items()
+    ]
+    port = free_port()
+    files = write_broker_config(folder / "generated", accounts, listener_port=port)
+    # The generated snippet as is, plus what only a test needs: a log file, and
+    # staying root when run as root so the broker can read the 0600 files.
+    log = folder / "mosquitto.log"
+    extra = [f"log_dest file {log}", "log_type error", "log_type warning", "log_type notice"]
+    if os.geteuid() == 0:
+        extra.append("user root")
+    conf = folder / "test.conf"
+    conf.write_text(files.conf_file.read_text() + "\n".join(extra) + "\n", encoding="utf-8")
+    process = subprocess.Popen(
+        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    running = Broker(port, passwords, log, process)
+    try:
+        if not wait_until(lambda: listening(port), 10.0):
+            raise RuntimeError(f"mosquitto did not listen on {port}: {running.logs()}")
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def connect(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Iterator[PeerFactory]:
+    made: list[MqttPeer] = []
+
+    def factory(username: str, *subscriptions: str) -> MqttPeer:
+        env = f"LANTERN_TEST_PW_{secrets.token_hex(4).upper()}"
+        monkeypatch.setenv(env, broker.secrets[username])
+        settings = MqttSettings(
+            host="127.0.0.1",
+            port=broker.port,
+            username=username,
+            password_env=env,
+            session_expiry_s=0,
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.5,
+        )
+        peer = MqttPeer(
+            f"{username}-{secrets.token_hex(3)}",
+            settings,
+            subscriptions=[(topic, 1) for topic in subscriptions],
+        )
+        made.append(peer)
+        peer.start()
+        assert peer.wait_connected(5), f"{username} could not connect: {broker.logs()}"
+        assert peer.wait_subscribed(5), f"{username} subscriptions not acknowledged"
+        return peer
+
+    yield factory
+    for peer in made:
+        peer.close(2)
+
+
+def published(future: Future[None]) -> None:
+    future.result(timeout=5)
+
+
+def next_message(peer: MqttPeer, timeout: float = 5.0) -> RawMessage:
+    message = peer.get_message(timeout)
+    assert message is not None, "nothing arrived in time"
+    return message
+
+
+def assert_quiet(peer: MqttPeer) -> None:
+    message = peer.get_message(QUIET_S)
+    assert message is None, f"unexpected {message}"
+
+
+def connack_reason(port: int, username: str | None, password: str | None) -> int:
+    """Send an MQTT 5 CONNECT by hand and return the CONNACK reason code."""
+
+    def utf8(text: str) -> bytes:
+        raw = text.encode("utf-8")
+        return len(raw).to_bytes(2, "big") + raw
+
+    flags = 0x02  # clean start
+    payload = utf8(f"probe-{secrets.token_hex(4)}")
+    if username is not None:
+        flags |= 0x80
+        payload += utf8(username)
+    if password is not None:
+        flags |= 0x40
+        payload += utf8(password)
+    # Protocol name, level 5, flags, keep-alive 30 s, no properties.
+    body = utf8("MQTT") + bytes([5, flags]) + (30).to_bytes(2, "big") + b"\x00" + payload
+    assert len(body) < 128  # one-byte remaining length
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        reply = b""
+        while len(reply) < 4:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply[:1] == b"\x20", f"not a CONNACK: {reply!r}"
+    return reply[3]
+
+
+# -- authentication -----------------------------------------------------------------------
+
+
+def test_right_password_is_accepted(broker: Broker) -> None:
+    assert connack_reason(broker.port, "dev-a", broker.secrets["dev-a"]) == 0
+    assert connack_reason(broker.port, HUB_USER, broker.secrets[HUB_USER]) == 0
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("dev-a", "wrong-password"),
+        ("dev-a", None),
+        ("dev-b", "use-a-secret"),  # replaced by dev-a's secret in the test
+        ("dev-c", "anything"),
+        (None, None),
+    ],
+    ids=["wrong-password", "no-password", "other-device-secret", "unknown-user", "anonymous"],
+)
+def test_bad_logins_are_refused(broker: Broker, username: str | None, password: str | None) -> None:
+    if password == "use-a-secret":
+        password = broker.secrets["dev-a"]
+    assert connack_reason(broker.port, username, password) == NOT_AUTHORIZED
+
+
+def test_refused_peer_never_connects(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANTERN_TEST_WRONG_PW", "wrong-password")
+    settings = MqttSettings(
+        host="127.0.0.1",
+        port=broker.port,
+        username="dev-a",
+        password_env="LANTERN_TEST_WRONG_PW",
+        session_expiry_s=0,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
+    )
+    peer = MqttPeer("dev-a-wrong", settings)
+    peer.start()
+    try:
+        assert not peer.wait_connected(1.0)
+    finally:
+        peer.close(2)
+
+
+# -- authorisation ------------------------------------------------------------------------
+
+
+def test_device_event_reaches_hub_directly_and_through_shared_subscription(
+    connect: PeerFactory,
+) -> None:
+    direct = connect(HUB_USER, "lantern/v1/+/evt/#", "lantern/v1/+/tele", "lantern/v1/+/state")
+    shared = connect(HUB_USER, HUB_EVENTS_SUBSCRIPTION)
+    device = connect("dev-a")
+    published(device.publish("lantern/v1/dev-a/evt/alarm", b"evt-1", qos=1))
+    published(device.publish("lantern/v1/dev-a/tele", b"tele-1", qos=1))
+    published(device.publish("lantern/v1/dev-a/state", b"", qos=1, retain=True))
+    got = [next_message(direct) for _ in range(3)]
+    assert [(m.topic, m.payload) for m in got] == [
+        ("lantern/v1/dev-a/evt/alarm", b"evt-1"),
+        ("lantern/v1/dev-a/tele", b"tele-1"),
+        ("lantern/v1/dev-a/state", b""),
+    ]
+    via_share = next_message(shared)
+    assert (via_share.topic, via_share.payload) == ("lantern/v1/dev-a/evt/alarm", b"evt-1")
+    assert_quiet(shared)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "lantern/v1/dev-b/evt/alarm",
+        "lantern/v1/dev-b/tele",
+        "lantern/v1/dev-b/state",
+        "lantern/v1/dev-a/ack",
+        "lantern/v1/dev-a/cmd/reboot",
+        "lantern/v1/dev-b/config",
+        "lantern/v1/dev-a",
+        "other/topic",
+    ],
+)
+def test_device_cannot_publish_outside_its_own_uplink(connect: PeerFactory, topic: str) -> None:
+    # The admin account reads every Lantern topic, so it would see a spoofed message.
+    observer = connect(ADMIN_USER, "#")
+    device = connect("dev-a")
+    with pytest.raises(PublishRefused, match="0x87"):
+        device.publish(topic, b"spoof", qos=1).result(timeout=5)
+    # The refused message was dropped: the next thing the observer sees is the
+    # device's own event, published after it on the same connection.
+    published(device.publish("lantern/v1/dev-a/evt/checkin", b"own", qos=1))
+    message = next_message(observer)
+    assert (message.topic, message.payload) == ("lantern/v1/dev-a/evt/checkin", b"own")
+    assert_quiet(observer)
+
+
+def test_device_reads_only_its_own_downlink(connect: PeerFactory) -> None:
+    snoop = connect(
+        "dev-a",
+        "lantern/v1/dev-b/ack",
+        "lantern/v1/dev-b/config",
+        "lantern/v1/+/evt/#",
+        "#",
+    )
+    own = connect(
+        "dev-a", "lantern/v1/dev-a/ack", "lantern/v1/dev-a/config", "lantern/v1/dev-a/cmd/+"
+    )
+    other = connect("dev-b", "lantern/v1/dev-b/ack")
+    hub = connect(HUB_USER)
+    published(hub.publish("lantern/v1/dev-b/ack", b"for-b", qos=1))
+    other_msg = next_message(other)
+    assert (other_msg.topic, other_msg.payload) == ("lantern/v1/dev-b/ack", b"for-b")
+    published(other.publish("lantern/v1/dev-b/evt/alarm", b"b-event", qos=1))
+    published(hub.publish("lantern/v1/dev-a/ack", b"for-a", qos=1))
+    published(hub.publish("lantern/v1/dev-a/cmd/locate", b"locate-a", qos=1))
+    # The snooping client of dev-a gets its own ack (through "#") and nothing of B's.
+    snooped = next_message(snoop)
+    assert (snooped.topic, snooped.payload) == ("lantern/v1/dev-a/ack", b"for-a")
+    assert next_message(snoop).topic == "lantern/v1/dev-a/cmd/locate"
+    assert_quiet(snoop)
+    assert [(m.topic, m.payload) for m in (next_message(own), next_message(own))] == [
+        ("lantern/v1/dev-a/ack", b"for-a"),
+        ("lantern/v1/dev-a/cmd/locate", b"locate-a"),
+    ]
+
+
+def test_hub_cannot_publish_device_uplink(connect: PeerFactory) -> None:
+    hub = connect(HUB_USER, "lantern/v1/+/evt/#")
+    observer = connect(ADMIN_USER, "lantern/v1/#")
+    with pytest.raises(PublishRefused, match="0x87"):
+        hub.publish("lantern/v1/dev-a/evt/alarm", b"forged", qos=1).result(timeout=5)
+    assert_quiet(hub)
+    assert_quiet(observer)
+
+
+def test_retained_config_reaches_its_device_only(connect: PeerFactory) -> None:
+    hub = connect(HUB_USER)
+    published(hub.publish("lantern/v1/dev-b/config", b"cfg-b", qos=1, retain=True))
+    snoop = connect("dev-a", "lantern/v1/dev-b/config")
+    device_b = connect("dev-b", "lantern/v1/dev-b/config")
+    message = next_message(device_b)
+    assert (message.topic, message.payload, message.retain) == (
+        "lantern/v1/dev-b/config",
+        b"cfg-b",
+        True,
+    )
+    assert_quiet(snoop)
+    published(hub.publish("lantern/v1/dev-b/config", b"", qos=1, retain=True))
