@@ -1,0 +1,379 @@
+"""The hub's tables, as SQLAlchemy 2 declarative models.
+
+Conventions
+    * Every timestamp is timezone-aware UTC in Python (:class:`UtcDateTime`): stored
+      as ``timestamptz`` on PostgreSQL and as UTC text on SQLite, refused if naive.
+    * Integer keys are ``BIGINT`` on PostgreSQL and ``INTEGER`` on SQLite (the only
+      type SQLite auto-increments).
+    * Constraint and index names follow :data:`NAMING_CONVENTION`, so migrations can
+      name what they alter and both backends agree.
+    * Stored events (positions, alarms, sightings, check-ins) share
+      :class:`EventColumns`; each table is unique on ``(device_id, event_id)`` so
+      ingest can insert-or-ignore redelivered events. ``device_boots`` keeps per
+      ``(device_id, boot_id)`` the sequence range and count seen, from which gaps
+      are computed.
+    * ``positions``, ``sightings``, ``alarms``, ``checkins`` and ``audit`` are
+      append-only by contract; ``audit`` also by trigger (see the migration).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "EVENT_MODELS",
+    "NAMING_CONVENTION",
+    "PERSON_CATEGORIES",
+    "QUARANTINE_MAX_BYTES",
+    "Alarm",
+    "AuditEntry",
+    "Base",
+    "BigId",
+    "Checkin",
+    "Credential",
+    "Device",
+    "DeviceBoot",
+    "EventColumns",
+    "FaceTemplate",
+    "Person",
+    "Position",
+    "Quarantine",
+    "Sighting",
+    "Site",
+    "UtcDateTime",
+    "utcnow",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+QUARANTINE_MAX_BYTES = 256 * 1024
+"""Largest payload kept in quarantine (the largest accepted payload, a sighting with a
+crop); longer payloads are cut and flagged ``truncated``."""
+
+PERSON_CATEGORIES = ("supervised", "watchlist", "missing", "found")
+"""What a person record is: a subject under supervision, a watchlist entry, a missing
+person or a found person."""
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+"""Surrogate key type: BIGINT, but INTEGER on SQLite so it auto-increments."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always aware UTC in Python, whatever the backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} refused: timestamps must be aware")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base: shared metadata with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}
+
+
+class Site(Base):
+    """A prison, probation office or other place devices belong to."""
+
+    __tablename__ = "sites"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Device(Base):
+    """A registered device and its last known state.
+
+    ``status``/``last_seen_at``/``boot_id``/``fw`` come from the device (its retained
+    state and its events); ``applied_config_*`` is what the device says it runs and
+    ``desired_config_*`` what the hub wants it to run; they differ while a push is
+    pending or was refused (``config_error``).
+    """
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        CheckConstraint("status IN ('unknown', 'online', 'offline')", name="status"),
+    )
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.site_id"), index=True)
+    model: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    status_changed_at: Mapped[datetime | None]
+    last_seen_at: Mapped[datetime | None]
+    boot_id: Mapped[str | None] = mapped_column(String(36))
+    fw: Mapped[str | None] = mapped_column(String(64))
+    applied_config_version: Mapped[int | None] = mapped_column(BigInteger)
+    applied_config_sha256: Mapped[str | None] = mapped_column(String(64))
+    desired_config_version: Mapped[int | None] = mapped_column(BigInteger)
+    desired_config_sha256: Mapped[str | None] = mapped_column(String(64))
+    config_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Credential(Base):
+    """A device credential: the broker password hash or a signing public key.
+
+    Secrets are never stored in clear: ``secret_hash`` holds a password hash and
+    ``public_key`` an Ed25519 public key (base64) named by ``kid``.
+    """
+
+    __tablename__ = "credentials"
+    __table_args__ = (
+        UniqueConstraint("device_id", "kind", "kid"),
+        CheckConstraint("kind IN ('mqtt_password', 'ed25519')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.device_id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    kid: Mapped[str] = mapped_column(String(64), default="")
+    secret_hash: Mapped[str | None] = mapped_column(String(255))
+    public_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Person(Base):
+    """A person the hub knows of: see :data:`PERSON_CATEGORIES`."""
+
+    __tablename__ = "persons"
+    __table_args__ = (
+        CheckConstraint(
+            "category IN ('supervised', 'watchlist', 'missing', 'found')", name="category"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    category: Mapped[str] = mapped_column(String(16), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    external_ref: Mapped[str | None] = mapped_column(String(100))
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.site_id"))
+    case_id: Mapped[str | None] = mapped_column(String(100))
+    expires_at: Mapped[datetime | None]
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FaceTemplate(Base):
+    """One face embedding of a person; the matching galleries are rebuilt from these.
+
+    ``embedding`` is little-endian float32, L2-normalised, of ``dim`` values, and is
+    only ever compared with templates of the same ``model_id``.
+    """
+
+    __tablename__ = "face_templates"
+    __table_args__ = (Index(None, "model_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    quality: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventColumns:
+    """Columns every stored device event has, and its deduplication key."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"))
+    event_id: Mapped[str] = mapped_column(String(36))
+    boot_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    captured_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    replayed: Mapped[bool] = mapped_column(Boolean, default=False)
+    kid: Mapped[str | None] = mapped_column(String(64))
+    sig: Mapped[str | None] = mapped_column(String(128))
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (
+            UniqueConstraint("device_id", "event_id"),
+            Index(None, "device_id", "captured_at"),
+        )
+
+
+class Position(EventColumns, Base):
+    """A location fix. The ``(device_id, captured_at)`` index serves both "last N
+    fixes of a device" (a backward index scan) and "a device's track between t1 and
+    t2" (a range scan)."""
+
+    __tablename__ = "positions"
+
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    acc: Mapped[float] = mapped_column(Float)
+    src: Mapped[str] = mapped_column(String(16))
+    alt: Mapped[float | None] = mapped_column(Float)
+    vel: Mapped[float | None] = mapped_column(Float)
+    cog: Mapped[float | None] = mapped_column(Float)
+    sat: Mapped[int | None] = mapped_column(Integer)
+    hdop: Mapped[float | None] = mapped_column(Float)
+    batt: Mapped[float | None] = mapped_column(Float)
+    charging: Mapped[bool | None] = mapped_column(Boolean)
+    strap: Mapped[str | None] = mapped_column(String(16))
+    rssi: Mapped[int | None] = mapped_column(Integer)
+
+
+class Alarm(EventColumns, Base):
+    """An alarm raised or cleared on a device."""
+
+    __tablename__ = "alarms"
+
+    type: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))
+    alarm_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    related_event_id: Mapped[str | None] = mapped_column(String(36))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Sighting(EventColumns, Base):
+    """A face seen by a camera: its embedding, quality and optional crop."""
+
+    __tablename__ = "sightings"
+
+    model_id: Mapped[str] = mapped_column(String(64))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    quality: Mapped[dict[str, Any]] = mapped_column(JSON)
+    bbox: Mapped[list[float]] = mapped_column(JSON)
+    frame: Mapped[list[int] | None] = mapped_column(JSON)
+    track_id: Mapped[int] = mapped_column(BigInteger)
+    frames_fused: Mapped[int] = mapped_column(Integer)
+    crop_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Checkin(EventColumns, Base):
+    """A periodic heartbeat; the body is kept as JSON."""
+
+    __tablename__ = "checkins"
+
+    next_checkin_s: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+EVENT_MODELS: dict[str, type[EventColumns]] = {
+    "position": Position,
+    "alarm": Alarm,
+    "sighting": Sighting,
+    "checkin": Checkin,
+}
+"""Stored event model per event type (the topic's ``evt/{type}``)."""
+
+
+class DeviceBoot(Base):
+    """What was received of one boot of a device: the sequence range and count.
+
+    ``max_seq - min_seq + 1 - events`` is how many events of the range are missing
+    (lost, or still in the device's outbox).
+    """
+
+    __tablename__ = "device_boots"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.device_id", ondelete="CASCADE"), primary_key=True
+    )
+    boot_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    min_seq: Mapped[int] = mapped_column(BigInteger)
+    max_seq: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
+class Quarantine(Base):
+    """A payload that failed validation, kept with the reason it was refused."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    topic: Mapped[str] = mapped_column(String(300))
+    device_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    error_code: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)
+    field: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_size: Mapped[int] = mapped_column(Integer)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AuditEntry(Base):
+    """One row of the hash-chained audit log (see :mod:`hub.audit`)."""
+
+    __tablename__ = "audit"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(100))
+    purpose: Mapped[str | None] = mapped_column(String(200))
+    case_id: Mapped[str | None] = mapped_column(String(100))
+    target: Mapped[str | None] = mapped_column(String(300))
+    result: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
