@@ -63,6 +63,40 @@ app = typer.Typer(
 )
 
 
+# Options every agent command shares (the MQTT link, the outbox, the send loop).
+BrokerOpt = Annotated[str, typer.Option(help="Broker as HOST[:PORT].")]
+OutboxOpt = Annotated[
+    Path | None,
+    typer.Option(help="Outbox file (default: ./lantern-edge/<device-id>/outbox.db)."),
+]
+RecoverOutboxOpt = Annotated[
+    bool,
+    typer.Option(
+        "--recover-outbox",
+        help="If the outbox is corrupt, move it aside (<name>.corrupt-<time>) and start "
+        "with a new one.",
+    ),
+]
+UsernameOpt = Annotated[str | None, typer.Option(help="Broker username.")]
+PasswordEnvOpt = Annotated[
+    str | None, typer.Option(help="Environment variable holding the broker password.")
+]
+TlsCaOpt = Annotated[Path | None, typer.Option(help="CA file: use TLS.")]
+TlsCertOpt = Annotated[Path | None, typer.Option(help="Client certificate (mutual TLS).")]
+TlsKeyOpt = Annotated[Path | None, typer.Option(help="Client key (mutual TLS).")]
+SessionExpiryOpt = Annotated[int, typer.Option(min=0, help="MQTT session expiry, seconds.")]
+WindowOpt = Annotated[int, typer.Option(min=1, help="Events in flight at once.")]
+ResendAfterOpt = Annotated[
+    float, typer.Option(min=0.05, help="Resend an event not acked after this many seconds.")
+]
+ReconnectMaxOpt = Annotated[
+    float, typer.Option(min=0.1, help="Largest reconnect backoff, seconds.")
+]
+EventLogOpt = Annotated[
+    Path | None, typer.Option(help="Append each committed event id to this file.")
+]
+
+
 @app.callback()
 def _edge() -> None:
     """Edge agents."""
@@ -107,7 +141,7 @@ def wearable(
     sim: Annotated[
         Path, typer.Option("--sim", help="GeoJSON LineString / FeatureCollection to walk.")
     ],
-    broker: Annotated[str, typer.Option(help="Broker as HOST[:PORT].")] = "127.0.0.1:1883",
+    broker: BrokerOpt = "127.0.0.1:1883",
     model: Annotated[
         str | None,
         typer.Option(help="Catalog model (default: from the device file, else lantern-ankle-a1)."),
@@ -124,18 +158,8 @@ def wearable(
             help="Firmware configuration folder (default: the packaged one).",
         ),
     ] = None,
-    outbox: Annotated[
-        Path | None,
-        typer.Option(help="Outbox file (default: ./lantern-edge/<device-id>/outbox.db)."),
-    ] = None,
-    recover_outbox: Annotated[
-        bool,
-        typer.Option(
-            "--recover-outbox",
-            help="If the outbox is corrupt, move it aside (<name>.corrupt-<time>) and start "
-            "with a new one.",
-        ),
-    ] = False,
+    outbox: OutboxOpt = None,
+    recover_outbox: RecoverOutboxOpt = False,
     rate_multiplier: Annotated[
         float,
         typer.Option("--rate-multiplier", min=0.001, max=100_000, help="Speed-up of the sim."),
@@ -146,25 +170,16 @@ def wearable(
     duration: Annotated[
         float | None, typer.Option(min=0, help="Stop after this many seconds.")
     ] = None,
-    username: Annotated[str | None, typer.Option(help="Broker username.")] = None,
-    password_env: Annotated[
-        str | None, typer.Option(help="Environment variable holding the broker password.")
-    ] = None,
-    tls_ca: Annotated[Path | None, typer.Option(help="CA file: use TLS.")] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="Client certificate (mutual TLS).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="Client key (mutual TLS).")] = None,
-    session_expiry: Annotated[int, typer.Option(min=0, help="MQTT session expiry, seconds.")] = 7
-    * 86_400,
-    window: Annotated[int, typer.Option(min=1, help="Events in flight at once.")] = 64,
-    resend_after: Annotated[
-        float, typer.Option(min=0.05, help="Resend an event not acked after this many seconds.")
-    ] = 15.0,
-    reconnect_max: Annotated[
-        float, typer.Option(min=0.1, help="Largest reconnect backoff, seconds.")
-    ] = 60.0,
-    event_log: Annotated[
-        Path | None, typer.Option(help="Append each committed event id to this file.")
-    ] = None,
+    username: UsernameOpt = None,
+    password_env: PasswordEnvOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    session_expiry: SessionExpiryOpt = 7 * 86_400,
+    window: WindowOpt = 64,
+    resend_after: ResendAfterOpt = 15.0,
+    reconnect_max: ReconnectMaxOpt = 60.0,
+    event_log: EventLogOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the simulated noise.")] = None,
 ) -> None:
     """Run a simulated wearable that walks TRACK and reports to the broker."""
@@ -380,20 +395,10 @@ def camera(
         bool,
         typer.Option("--dry-run", help="Print events as JSON lines instead of publishing."),
     ] = False,
-    broker: Annotated[str, typer.Option(help="Broker as HOST[:PORT].")] = "127.0.0.1:1883",
+    broker: BrokerOpt = "127.0.0.1:1883",
     model: Annotated[str, typer.Option(help="Catalog model of this camera.")] = "lantern-fixcam-f1",
-    outbox: Annotated[
-        Path | None,
-        typer.Option(help="Outbox file (default: ./lantern-edge/<device-id>/outbox.db)."),
-    ] = None,
-    recover_outbox: Annotated[
-        bool,
-        typer.Option(
-            "--recover-outbox",
-            help="If the outbox is corrupt, move it aside (<name>.corrupt-<time>) and start "
-            "with a new one.",
-        ),
-    ] = False,
+    outbox: OutboxOpt = None,
+    recover_outbox: RecoverOutboxOpt = False,
     drain_timeout: Annotated[
         float,
         typer.Option(
@@ -403,25 +408,16 @@ def camera(
             "for the hub to ack every event before exiting.",
         ),
     ] = 60.0,
-    username: Annotated[str | None, typer.Option(help="Broker username.")] = None,
-    password_env: Annotated[
-        str | None, typer.Option(help="Environment variable holding the broker password.")
-    ] = None,
-    tls_ca: Annotated[Path | None, typer.Option(help="CA file: use TLS.")] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="Client certificate (mutual TLS).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="Client key (mutual TLS).")] = None,
-    session_expiry: Annotated[int, typer.Option(min=0, help="MQTT session expiry, seconds.")] = 7
-    * 86_400,
-    window: Annotated[int, typer.Option(min=1, help="Events in flight at once.")] = 64,
-    resend_after: Annotated[
-        float, typer.Option(min=0.05, help="Resend an event not acked after this many seconds.")
-    ] = 15.0,
-    reconnect_max: Annotated[
-        float, typer.Option(min=0.1, help="Largest reconnect backoff, seconds.")
-    ] = 60.0,
-    event_log: Annotated[
-        Path | None, typer.Option(help="Append each committed event id to this file.")
-    ] = None,
+    username: UsernameOpt = None,
+    password_env: PasswordEnvOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    session_expiry: SessionExpiryOpt = 7 * 86_400,
+    window: WindowOpt = 64,
+    resend_after: ResendAfterOpt = 15.0,
+    reconnect_max: ReconnectMaxOpt = 60.0,
+    event_log: EventLogOpt = None,
 ) -> None:
     """Run a camera: detect, quality-gate, align, track and embed faces, and publish
     one sighting per face appearance (and watchlist.hit alarms) through the outbox."""
