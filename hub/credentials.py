@@ -125,11 +125,13 @@ def verify_mosquitto_hash(password: str, encoded: str) -> bool:
     return match is not None and _verify(password, match)
 
 
-def hash_api_secret(
-    secret: str, salt: bytes | None = None, iterations: int = API_HASH_ITERATIONS
-) -> str:
-    """The hash of a device secret kept in the hub's registry for API checks."""
+def hash_api_secret(secret: str, salt: bytes | None = None, iterations: int | None = None) -> str:
+    """The hash of a secret (a device's, or a user's password) kept in the hub's registry
+    for API checks; ``iterations`` defaults to :data:`API_HASH_ITERATIONS`, read at call
+    time (tests lower it)."""
     raw = _check_password(secret)
+    if iterations is None:
+        iterations = API_HASH_ITERATIONS
     if not 1 <= iterations <= 999_999_999:
         raise ValueError("iterations must be between 1 and 999999999")
     salt = _salt(salt, 16)
@@ -169,7 +171,7 @@ def issue_device_credential(
     device_id: str,
     *,
     mosquitto_iterations: int = MOSQUITTO_DEFAULT_ITERATIONS,
-    api_iterations: int = API_HASH_ITERATIONS,
+    api_iterations: int | None = None,
 ) -> IssuedCredential:
     """A new secret for ``device_id`` (a valid device id, its broker username) and
     its Mosquitto and API hashes."""

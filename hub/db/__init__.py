@@ -7,6 +7,7 @@ revision; :mod:`hub.db.repositories` stores and reads events.
 
 from __future__ import annotations
 
+from hub.db import users as _users  # noqa: F401  (registers the users table on Base)
 from hub.db.engine import is_sqlite, make_engine, make_session_factory, write_session
 from hub.db.models import Base
 

@@ -92,3 +92,15 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         _empty_postgres(pg)
         yield pg
         _empty_postgres(pg)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash API secrets with few PBKDF2 iterations in tests: the production count
+    (210,000) costs a fifth of a second per user or device created. The iteration count
+    is stored in each hash, so verification is unchanged."""
+    import hub.credentials
+
+    if request.node.get_closest_marker("real_hash_cost"):
+        return
+    monkeypatch.setattr(hub.credentials, "API_HASH_ITERATIONS", 1_000)

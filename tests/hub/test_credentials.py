@@ -103,6 +103,7 @@ def test_api_hash_round_trip_and_form() -> None:
     assert not verify_api_secret("device-secret", hash_for_mosquitto("device-secret"))
 
 
+@pytest.mark.real_hash_cost
 def test_default_api_hash_is_strong() -> None:
     assert hash_api_secret("x").startswith("pbkdf2-sha512$210000$")
 

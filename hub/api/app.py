@@ -1,0 +1,96 @@
+"""The app factory: ``create_app(settings, engine=None)``.
+
+The API lives under ``/api/v1`` with its OpenAPI document at ``/api/v1/openapi.json``
+and interactive docs at ``/api/v1/docs``. Only :data:`PUBLIC_ROUTES` may be reached
+without a token; the factory refuses to build an app in which any other ``/api``
+route lacks a role guard, and writes each route's roles into the OpenAPI document
+as ``x-lantern-roles``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy import Engine
+
+from hub.auth import ACCESS_TOKEN_TTL
+from hub.db.engine import make_engine
+from hub.settings import HubSettings
+
+from .deps import API_PREFIX, TOKEN_PATH, declared_roles
+from .routes import audit, auth, devices, health, users
+
+__all__ = [
+    "PUBLIC_ROUTES",
+    "UnguardedRouteError",
+    "api_routes",
+    "check_guards",
+    "create_app",
+]
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_ROUTES = frozenset({("GET", f"{API_PREFIX}/health"), ("POST", TOKEN_PATH)})
+"""``(method, path)`` of the only routes that need no token."""
+
+
+class UnguardedRouteError(RuntimeError):
+    """An ``/api`` route that is not public declares no roles."""
+
+
+def create_app(
+    settings: HubSettings,
+    engine: Engine | None = None,
+    *,
+    token_ttl: timedelta = ACCESS_TOKEN_TTL,
+) -> FastAPI:
+    """Build the hub's API. Without ``engine`` one is opened on ``settings.database_url``;
+    the schema is expected to be migrated already (``lantern hub migrate``)."""
+    app = FastAPI(
+        title="Lantern hub API",
+        version="1",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
+    )
+    app.state.settings = settings
+    app.state.engine = engine or make_engine(settings.database_url, echo=settings.db_echo)
+    app.state.token_ttl = token_ttl
+    for module in (health, auth, users, audit, devices):
+        app.include_router(module.router, prefix=API_PREFIX)
+    check_guards(app)
+    return app
+
+
+def api_routes(app: FastAPI) -> Iterator[tuple[str, str, APIRoute]]:
+    """Every ``(method, full path, route)`` of the app under ``/api``.
+
+    FastAPI keeps included routers as nested entries of ``app.routes`` and resolves
+    the full paths itself; :func:`fastapi.routing.iter_route_contexts` walks them.
+    """
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        path = context.path or ""
+        if isinstance(route, APIRoute) and path.startswith(f"{API_PREFIX}/"):
+            for method in sorted(context.methods or ()):
+                yield method, path, route
+
+
+def check_guards(app: FastAPI) -> None:
+    """Refuse unguarded routes and publish each route's roles in the OpenAPI document."""
+    for method, path, route in api_routes(app):
+        roles = declared_roles(route)
+        if roles is None:
+            if (method, path) not in PUBLIC_ROUTES:
+                raise UnguardedRouteError(
+                    f"{method} {path} declares no roles; guard it with Depends(require(...))"
+                )
+            continue
+        extra = dict(route.openapi_extra or {})
+        extra["x-lantern-roles"] = sorted(role.value for role in roles)
+        route.openapi_extra = extra

@@ -1,0 +1,173 @@
+"""Typed dependencies of the API: settings, database, pagination and the role guard.
+
+Every protected route takes its caller through :func:`require`, which names the
+roles admitted. The guard is a :class:`RoleGuard` object, so the declared roles can
+be read back from a route (:func:`declared_roles`): the app factory refuses to build
+an app with an unguarded ``/api`` route, and the tests walk every route and role.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from hub.auth import InvalidToken, decode_token
+from hub.db.users import Role, User
+from hub.settings import HubSettings
+
+from .schemas import DEFAULT_LIMIT, MAX_LIMIT
+
+__all__ = [
+    "API_PREFIX",
+    "TOKEN_PATH",
+    "AuthUser",
+    "DbSession",
+    "EngineDep",
+    "PageParams",
+    "Pagination",
+    "RoleGuard",
+    "SettingsDep",
+    "declared_roles",
+    "require",
+]
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+TOKEN_PATH = f"{API_PREFIX}/auth/token"
+
+_bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_PATH, auto_error=False)
+
+
+def _settings(request: Request) -> HubSettings:
+    settings: HubSettings = request.app.state.settings
+    return settings
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+SettingsDep = Annotated[HubSettings, Depends(_settings)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+
+
+def _session(engine: EngineDep) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(_session)]
+"""A read session; writes go through :func:`hub.db.engine.write_session`."""
+
+
+@dataclass(frozen=True)
+class Pagination:
+    """``limit`` and ``offset`` of a list request."""
+
+    limit: int
+    offset: int
+
+
+def _pagination(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+) -> Pagination:
+    return Pagination(limit=limit, offset=offset)
+
+
+PageParams = Annotated[Pagination, Depends(_pagination)]
+
+
+@dataclass(frozen=True)
+class AuthUser:
+    """The caller of a guarded route, as the database says now."""
+
+    id: int
+    username: str
+    role: Role
+
+
+def _unauthorised(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class RoleGuard:
+    """Dependency admitting a valid bearer token of an enabled user with one of ``roles``.
+
+    No token, a bad token or a disabled or deleted user: 401. A valid user of another
+    role: 403.
+    """
+
+    def __init__(self, roles: frozenset[Role]) -> None:
+        if not roles:
+            raise ValueError("a route must admit at least one role")
+        self.roles = roles
+
+    def __repr__(self) -> str:
+        return f"RoleGuard({sorted(self.roles)})"
+
+    def __call__(
+        self,
+        settings: SettingsDep,
+        engine: EngineDep,
+        token: Annotated[str | None, Depends(_bearer)],
+    ) -> AuthUser:
+        if not token:
+            raise _unauthorised("not authenticated")
+        try:
+            claims = decode_token(settings.jwt_secret.get_secret_value(), token)
+        except InvalidToken as exc:
+            logger.info("bearer token refused: %s", exc)
+            raise _unauthorised("invalid or expired token") from exc
+        with Session(engine) as session:
+            user = session.get(User, claims.user_id)
+            if user is None or user.disabled:
+                raise _unauthorised("user unknown or disabled")
+            caller = AuthUser(id=user.id, username=user.username, role=Role(user.role))
+        if caller.role not in self.roles:
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail=f"role {caller.role.value} may not do this",
+            )
+        return caller
+
+
+def require(*roles: Role) -> RoleGuard:
+    """The guard for a route admitting ``roles``; use as ``Depends(require(...))``."""
+    return RoleGuard(frozenset(roles))
+
+
+def _guards(dependant: Dependant) -> Iterator[RoleGuard]:
+    for sub in dependant.dependencies:
+        if isinstance(sub.call, RoleGuard):
+            yield sub.call
+        yield from _guards(sub)
+
+
+def declared_roles(route: APIRoute) -> frozenset[Role] | None:
+    """The roles a route admits, None if it has no guard.
+
+    A route with more than one guard admits only the roles all of them admit.
+    """
+    guards = list(_guards(route.dependant))
+    if not guards:
+        return None
+    roles = guards[0].roles
+    for guard in guards[1:]:
+        roles &= guard.roles
+    return roles

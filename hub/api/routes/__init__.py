@@ -1,0 +1,1 @@
+"""One router per domain: health, auth, users, audit, devices."""
