@@ -167,4 +167,3 @@ def verify(session: Session, *, batch: int = 1000) -> VerifyResult:
         prev_hash = entry.hash
         expected_seq += 1
     return VerifyResult(True, rows, head_hash=prev_hash)
-

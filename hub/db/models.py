@@ -142,9 +142,7 @@ class Device(Base):
     """
 
     __tablename__ = "devices"
-    __table_args__ = (
-        CheckConstraint("status IN ('unknown', 'online', 'offline')", name="status"),
-    )
+    __table_args__ = (CheckConstraint("status IN ('unknown', 'online', 'offline')", name="status"),)
 
     device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.site_id"), index=True)
