@@ -207,8 +207,8 @@ def wearable(
     except (TrackError, ConfigError, UnknownModelError, MqttConfigError, ValueError) as exc:
         raise _fail(str(exc), 2) from None
     path = outbox or Path("lantern-edge") / device_id / "outbox.db"
-    try:
-        agent = _make_agent(
+    agent = _open_agent(
+        lambda: _make_agent(
             device_id,
             device_model,
             start_profile,
@@ -220,46 +220,11 @@ def wearable(
             seed,
             tuning,
             event_log,
-        )
-    except OutboxCorrupt as exc:
-        if not recover_outbox:
-            raise _fail(str(exc), 3) from None
-        moved = Outbox.move_aside(path)
-        logger.warning(
-            "outbox was corrupt (%s); moved to %s", exc.reason, moved[0] if moved else "?"
-        )
-        typer.echo(f"outbox moved aside to {moved[0] if moved else path}", err=True)
-        try:
-            agent = _make_agent(
-                device_id,
-                device_model,
-                start_profile,
-                settings,
-                path,
-                track,
-                rate_multiplier,
-                max_events,
-                seed,
-                tuning,
-                event_log,
-            )
-        except (OutboxCorrupt, OutboxLocked) as again:
-            raise _fail(str(again), 3) from None
-    except OutboxLocked as exc:
-        raise _fail(str(exc), 3) from None
-    except (ConfigError, MqttConfigError, ValueError) as exc:
-        raise _fail(str(exc), 2) from None
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %d: stopping", signum)
-        agent.stop()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        agent.run(duration_s=duration)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        ),
+        path,
+        recover_outbox,
+    )
+    _run_until_signal(agent, duration)
 
 
 def _make_agent(

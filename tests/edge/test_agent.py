@@ -258,11 +258,18 @@ def test_outbox_full_raises_the_alarm_keeps_events_and_clears(
             assert wait_until(lambda: not agent.outbox.full, 10)
             produced = set(agent.counters.event_ids)
             assert wait_until(lambda: produced <= hub.event_ids(), 10)
-            alarms = [
-                r.message
-                for r in hub.records("alarm")
-                if isinstance(r.message, AlarmEvent) and r.message.body.type == "outbox.full"
-            ]
+
+            def outbox_alarms() -> list[AlarmEvent]:
+                return [
+                    r.message
+                    for r in hub.records("alarm")
+                    if isinstance(r.message, AlarmEvent) and r.message.body.type == "outbox.full"
+                ]
+
+            # The cleared alarm is made when acks drain the outbox, so it may still be on
+            # its way when every event seen above has arrived.
+            wait_until(lambda: len(outbox_alarms()) >= 2, 10)
+            alarms = outbox_alarms()
             states = [a.body.state for a in alarms]
             assert states[:2] == ["active", "cleared"], states
             assert alarms[0].body.alarm_id == alarms[1].body.alarm_id
