@@ -13,7 +13,8 @@ steps them all on one asyncio loop; no thread per device.
     :class:`AckAll`, a stand-in for the hub's ack path, for tests and load runs
     without a hub.
 :mod:`edge.simulate.cli`
-    The ``lantern devices`` commands (registered as the ``devices`` entry point).
+    The ``simulate`` and hidden ``ack-all`` commands, which join the ``lantern devices``
+    group (:mod:`devices.devices_cli`) as ``lantern.devices.commands`` entry points.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""``lantern devices``: simulated devices against a real broker.
+"""``lantern devices simulate`` and ``ack-all``: simulated devices against a real broker.
+
+The ``lantern devices`` group belongs to :mod:`devices.devices_cli`; this module's
+:data:`app` offers its two commands to it through the ``lantern.devices.commands``
+entry points (and can still be run on its own, as the tests do).
 
 ``lantern devices simulate`` runs a fleet of simulated wearables (:mod:`edge.simulate.runner`)
 on one asyncio loop, shows its progress on stderr and prints, as the last line of
