@@ -4,7 +4,8 @@ The API lives under ``/api/v1`` with its OpenAPI document at ``/api/v1/openapi.j
 and interactive docs at ``/api/v1/docs``. Only :data:`PUBLIC_ROUTES` may be reached
 without a token; the factory refuses to build an app in which any other ``/api``
 route lacks a role guard, and writes each route's roles into the OpenAPI document
-as ``x-lantern-roles``.
+as ``x-lantern-roles``. ``GET /metrics`` (Prometheus, no token) sits outside ``/api``
+and outside the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hub.db.engine import make_engine
 from hub.settings import HubSettings
 
 from .deps import API_PREFIX, TOKEN_PATH, declared_roles
-from .routes import audit, auth, devices, health, users
+from .routes import audit, auth, devices, health, metrics, users
 
 __all__ = [
     "PUBLIC_ROUTES",
@@ -63,6 +64,7 @@ def create_app(
     app.state.token_ttl = token_ttl
     for module in (health, auth, users, audit, devices):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(metrics.router)
     check_guards(app)
     return app
 
