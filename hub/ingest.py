@@ -272,7 +272,6 @@ class Store:
         session = batch.session
         message = item.decoded.message
         if isinstance(message, DeviceState):
-            _let_will_through(session, message)
             if apply_device_state(session, item.decoded) is None:
                 _quarantine(batch, item, "unknown_device", "device is not registered")
             return False
@@ -286,29 +285,6 @@ class Store:
         item.ack = True
         item.duplicate = not item.new
         return True
-
-
-def _let_will_through(session: Session, state: DeviceState) -> None:
-    """Make a Last Will applicable despite its older ``sent_at``.
-
-    A device composes its will *before* connecting and its birth after, so the will
-    that follows a birth always carries the earlier ``sent_at``, and
-    :func:`~hub.db.repositories.apply_device_state`, which ignores states older
-    than the applied one, would drop it. Ingest keeps each device's messages in
-    broker order, so an ``offline`` of the device's current boot arriving while it is
-    ``online`` is the newer news: the guard's timestamp is cleared for it. (The
-    lasting fix belongs in the repository: compare by arrival for one boot.)"""
-    if state.body.status != "offline":
-        return
-    device = session.get(Device, state.device_id)
-    if (
-        device is not None
-        and device.status == "online"
-        and device.boot_id == state.boot_id
-        and device.status_changed_at is not None
-        and state.sent_at < device.status_changed_at
-    ):
-        device.status_changed_at = None
 
 
 class Dispatch:

@@ -219,8 +219,13 @@ def apply_device_state(session: Session, decoded: DecodedMessage) -> Device | No
     """Record a device's retained state (online/offline, firmware, applied config).
 
     Returns the device, or None if it is not registered (the caller quarantines).
-    States older than the one already applied are ignored, so a late Last Will
-    cannot overwrite a newer birth.
+
+    Within one boot, states apply in the order they arrive (ingest keeps each device's
+    messages in broker order): a device composes its Last Will before connecting and
+    its birth after, so the ``offline`` the broker publishes later carries the
+    *earlier* ``sent_at`` and must still win. A state of another boot that is older
+    than the one applied is ignored, so a late will of a previous boot cannot
+    overwrite the birth of the current one.
     """
     state = decoded.message
     if not isinstance(state, DeviceState):
@@ -228,7 +233,11 @@ def apply_device_state(session: Session, decoded: DecodedMessage) -> Device | No
     device = session.get(Device, state.device_id)
     if device is None:
         return None
-    if device.status_changed_at is not None and state.sent_at < device.status_changed_at:
+    if (
+        device.boot_id != state.boot_id
+        and device.status_changed_at is not None
+        and state.sent_at < device.status_changed_at
+    ):
         logger.info("stale state from %s ignored", state.device_id)
         return device
     body = state.body

@@ -218,11 +218,12 @@ def test_timestamps_are_utc_and_naive_ones_refused(engine: Engine) -> None:
 
 def test_device_state_and_config_versions(engine: Engine) -> None:
     sha = "ab" * 32
+    next_boot = new_boot_id()
 
-    def state(status: str, minutes: int) -> DeviceState:
+    def state(status: str, minutes: int, boot: str = BOOT) -> DeviceState:
         return DeviceState(
             device_id=DEVICE,
-            boot_id=BOOT,
+            boot_id=boot,
             sent_at=T0 + timedelta(minutes=minutes),
             body=StateBody(status=status, fw="1.4.2", config_version=3, config_sha256=sha),  # type: ignore[arg-type]
         )
@@ -233,14 +234,20 @@ def test_device_state_and_config_versions(engine: Engine) -> None:
         assert device is not None and device.status == "unknown"
         device.desired_config_version = 4
         assert apply_device_state(session, wire(state("online", 5))) is device
-        assert apply_device_state(session, wire(state("offline", 1))) is device  # stale
+        # The Last Will was composed before the birth, so it carries an earlier time,
+        # but within one boot arrival order wins: the device is offline.
+        assert apply_device_state(session, wire(state("offline", 1))) is device
+        assert device.status == "offline"
+        assert apply_device_state(session, wire(state("online", 10, next_boot))) is device
+        # A late state of the previous boot, older than the applied one, is ignored.
+        assert apply_device_state(session, wire(state("offline", 2))) is device
     with Session(engine) as session:
         device = session.get(Device, DEVICE)
         assert device is not None
         assert device.status == "online"
         assert (device.applied_config_version, device.applied_config_sha256) == (3, sha)
         assert device.desired_config_version == 4
-        assert device.fw == "1.4.2" and device.boot_id == BOOT
+        assert device.fw == "1.4.2" and device.boot_id == next_boot
 
 
 def test_quarantine_caps_payloads(engine: Engine) -> None:
