@@ -8,7 +8,6 @@ required to run them.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from hub.audit import verify
+from hub.cli_options import DatabaseUrl, resolve_database_url
 from hub.db.engine import make_engine
 from hub.db.migrate import current_revision, head_revision, upgrade
 from hub.settings import HubSettings
@@ -47,35 +47,13 @@ def _audit() -> None:
     """The audit log (a group, even while it has one command)."""
 
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="SQLAlchemy URL; default LANTERN_DATABASE_URL, else the SQLite file in "
-        "LANTERN_DATA_DIR (./data).",
-        show_default=False,
-    ),
-]
-
-
-def _database_url(url: str | None) -> str:
-    if url:
-        return url
-    env = os.environ.get("LANTERN_DATABASE_URL")
-    if env:
-        return env
-    data_dir = os.environ.get("LANTERN_DATA_DIR", "./data")
-    os.makedirs(data_dir, exist_ok=True)
-    return f"sqlite:///{os.path.join(data_dir, 'lantern.db')}"
-
-
 @app.command()
 def migrate(
     database_url: DatabaseUrl = None,
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Upgrade the database schema (to the newest revision by default)."""
-    engine = make_engine(_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url))
     try:
         before = current_revision(engine)
         upgrade(engine, revision)
@@ -88,7 +66,7 @@ def migrate(
 @audit_app.command("verify")
 def verify_command(database_url: DatabaseUrl = None) -> None:
     """Recompute the audit hash chain; exit 1 naming the first bad row if broken."""
-    engine = make_engine(_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url))
     try:
         with Session(engine) as session:
             result = verify(session)

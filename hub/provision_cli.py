@@ -24,7 +24,6 @@ options (device id, model, site, missing password variable).
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ from devices.catalog import SITE_ID_PATTERN, UnknownModelError, get_model
 from devices.protocol import ProtocolError, validate_device_id
 from hub import audit
 from hub.broker import AccountKind, BrokerAccount, write_broker_config
+from hub.cli_options import DatabaseUrl, DataDir, cli_actor, resolve_database_url
 from hub.credentials import IssuedCredential, hash_for_mosquitto, issue_device_credential
 from hub.db.engine import make_engine, write_session
 from hub.db.models import Credential, Device, Site, utcnow
@@ -189,46 +189,6 @@ def broker_accounts(engine: Engine) -> list[BrokerAccount]:
 
 # -- command line ---------------------------------------------------------------------------
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="SQLAlchemy URL; default LANTERN_DATABASE_URL, else the SQLite file in "
-        "LANTERN_DATA_DIR (./data).",
-        show_default=False,
-    ),
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Use the SQLite registry DIR/lantern.db (instead of --database-url).",
-        show_default=False,
-    ),
-]
-
-
-def _database_url(url: str | None, data_dir: Path | None) -> str:
-    if url and data_dir is not None:
-        raise typer.BadParameter("give --database-url or --data-dir, not both")
-    if url:
-        return url
-    if data_dir is not None:
-        return f"sqlite:///{data_dir / 'lantern.db'}"
-    env = os.environ.get("LANTERN_DATABASE_URL")
-    if env:
-        return env
-    folder = os.environ.get("LANTERN_DATA_DIR", "./data")
-    return f"sqlite:///{os.path.join(folder, 'lantern.db')}"
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
-
-
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
@@ -254,9 +214,9 @@ def provision(
     The secret is the device's broker password; only its hashes are kept. Run
     ``lantern broker config`` afterwards and reload the broker so it can log in.
     """
-    engine = make_engine(_database_url(database_url, data_dir))
+    engine = make_engine(resolve_database_url(database_url, data_dir))
     try:
-        done = provision_device(engine, device_id, model, site, rotate=rotate, actor=_actor())
+        done = provision_device(engine, device_id, model, site, rotate=rotate, actor=cli_actor())
     except ProtocolError as exc:
         raise _fail(exc.reason, 2) from exc
     except UnknownModelError as exc:
@@ -328,7 +288,7 @@ def config(
             accounts.append(BrokerAccount(hub_user, hashed, AccountKind.HUB))
         except ValueError as exc:
             raise _fail(str(exc), 2) from exc
-    engine = make_engine(_database_url(database_url, data_dir))
+    engine = make_engine(resolve_database_url(database_url, data_dir))
     try:
         devices = broker_accounts(engine)
     except (OperationalError, ProgrammingError) as exc:

@@ -10,15 +10,14 @@ with the operating-system user as the actor.
 
 from __future__ import annotations
 
-import getpass
 import logging
-import os
 import sys
 from typing import Annotated
 
 import typer
 
 from hub.auth import UserExists, UserNotFound, check_password, create_user, disable_user
+from hub.cli_options import DatabaseUrl, cli_actor, resolve_database_url
 from hub.db.engine import make_engine
 from hub.db.users import Role, User
 
@@ -27,34 +26,6 @@ __all__ = ["app"]
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(help="API users of the hub.", no_args_is_help=True)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="SQLAlchemy URL; default LANTERN_DATABASE_URL, else the SQLite file in "
-        "LANTERN_DATA_DIR (./data).",
-        show_default=False,
-    ),
-]
-
-
-def _database_url(url: str | None) -> str:
-    if url:
-        return url
-    env = os.environ.get("LANTERN_DATABASE_URL")
-    if env:
-        return env
-    data_dir = os.environ.get("LANTERN_DATA_DIR", "./data")
-    return f"sqlite:///{os.path.join(data_dir, 'lantern.db')}"
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
-
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
@@ -88,14 +59,14 @@ def create(
     except ValueError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from exc
-    engine = make_engine(_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url))
     try:
         user: User = create_user(
             engine,
             username=username,
             role=role,
             password=password,
-            actor=_actor(),
+            actor=cli_actor(),
             actor_role="cli",
         )
     except UserExists as exc:
@@ -115,9 +86,9 @@ def disable(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Disable a user: they can no longer log in, and their tokens stop working."""
-    engine = make_engine(_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url))
     try:
-        user = disable_user(engine, user_id, actor=_actor(), actor_role="cli")
+        user = disable_user(engine, user_id, actor=cli_actor(), actor_role="cli")
     except UserNotFound as exc:
         typer.echo(f"no user with id {user_id}", err=True)
         raise typer.Exit(1) from exc
