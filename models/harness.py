@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from models.engine import EngineConfig, FaceEngine, build_engine
 from models.errors import ModelError
-from models.images import load_rgb
+from models.images import load_rgb, scale_face
 from models.types import Face
 
 logger = logging.getLogger(__name__)
@@ -70,16 +70,6 @@ def choose_face(faces: Sequence[Face], width: int, height: int, choice: Choice) 
     return min(faces, key=lambda f: float(np.linalg.norm(f.landmarks[2] - centre)))
 
 
-def _scaled(face: Face, factor: float) -> Face:
-    x0, y0, x1, y1 = face.bbox
-    return Face(
-        bbox=(x0 * factor, y0 * factor, x1 * factor, y1 * factor),
-        landmarks=(face.landmarks * factor).astype(np.float32),
-        score=face.score,
-        estimated=face.estimated,
-    )
-
-
 def find_subject(
     engine: FaceEngine, image: U8, choice: Choice, central_fallback: bool
 ) -> tuple[Face | None, Found]:
@@ -91,7 +81,7 @@ def find_subject(
     if face is not None:
         return face, Found.DETECTED
     big = np.asarray(cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR))
-    found = [_scaled(f, 0.5) for f in engine.detect(big)]
+    found = [scale_face(f, 0.5) for f in engine.detect(big)]
     face = choose_face(found, w, h, choice)
     if face is not None:
         return face, Found.ENLARGED
