@@ -23,7 +23,39 @@ from hub.db.engine import make_engine
 from hub.settings import HubSettings
 
 from .deps import API_PREFIX, TOKEN_PATH, declared_roles
-from .routes import audit, auth, devices, health, metrics, users
+from .routes import (
+    alarms,
+    audit,
+    auth,
+    devices,
+    feed,
+    health,
+    metrics,
+    persons,
+    positions,
+    search,
+    sightings,
+    sites,
+    users,
+    watchlists,
+)
+
+DOMAIN_ROUTERS = (
+    health,
+    auth,
+    users,
+    audit,
+    sites,
+    devices,
+    persons,
+    watchlists,
+    search,
+    sightings,
+    positions,
+    alarms,
+    feed,
+)
+"""Every domain's router module, included under ``/api/v1`` in this order."""
 
 __all__ = [
     "PUBLIC_ROUTES",
@@ -62,7 +94,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url, echo=settings.db_echo)
     app.state.token_ttl = token_ttl
-    for module in (health, auth, users, audit, devices):
+    for module in DOMAIN_ROUTERS:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
     check_guards(app)

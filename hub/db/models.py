@@ -60,7 +60,9 @@ __all__ = [
     "Position",
     "Quarantine",
     "Sighting",
+    "SightingCandidate",
     "Site",
+    "SiteGallery",
     "UtcDateTime",
     "utcnow",
 ]
@@ -158,6 +160,9 @@ class Device(Base):
     desired_config_version: Mapped[int | None] = mapped_column(BigInteger)
     desired_config_sha256: Mapped[str | None] = mapped_column(String(64))
     config_error: Mapped[str | None] = mapped_column(String(300))
+    desired_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The rendered configuration body last published (``version``, ``sha256``,
+    ``config``), kept so versions only grow and a restart can publish it again."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -228,6 +233,27 @@ class FaceTemplate(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     quality: Mapped[float | None] = mapped_column(Float)
     source: Mapped[str | None] = mapped_column(String(200))
+    crop_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The aligned face the template was made from (JPEG), for human review; shown
+    only through audited routes."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SiteGallery(Base):
+    """A gallery (a person category) that sightings of a site are matched against:
+    the site's watchlists."""
+
+    __tablename__ = "site_galleries"
+    __table_args__ = (
+        CheckConstraint(
+            "gallery IN ('supervised', 'watchlist', 'missing', 'found')", name="gallery"
+        ),
+    )
+
+    site_id: Mapped[str] = mapped_column(
+        ForeignKey("sites.site_id", ondelete="CASCADE"), primary_key=True
+    )
+    gallery: Mapped[str] = mapped_column(String(16), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -302,6 +328,28 @@ class Sighting(EventColumns, Base):
     track_id: Mapped[int] = mapped_column(BigInteger)
     frames_fused: Mapped[int] = mapped_column(Integer)
     crop_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class SightingCandidate(Base):
+    """A person a sighting was matched to: a candidate for a person to confirm,
+    never an identification. One row per (sighting, person), ranked by score."""
+
+    __tablename__ = "sighting_candidates"
+    __table_args__ = (UniqueConstraint("sighting_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sighting_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("sightings.id", ondelete="CASCADE"), index=True
+    )
+    person_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="CASCADE"), index=True
+    )
+    template_id: Mapped[int | None] = mapped_column(BigInteger)
+    gallery: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Checkin(EventColumns, Base):

@@ -26,13 +26,14 @@ from hub.db.engine import write_session
 from hub.db.models import Device, Site
 from hub.db.users import User
 from hub.settings import HubSettings
+from tests.hub import policy_devices, policy_live, policy_persons
 
 SECRET = "api-Test_key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP-42"
 PASSWORD = "correct horse battery staple"
 ALL = frozenset(Role)
 PUBLIC = None
 
-POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
+CORE_POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
     ("GET", "/api/v1/health"): PUBLIC,
     ("POST", "/api/v1/auth/token"): PUBLIC,
     ("GET", "/api/v1/auth/me"): ALL,
@@ -42,12 +43,18 @@ POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
     ("POST", "/api/v1/users/{user_id}/disable"): frozenset({Role.admin}),
     ("GET", "/api/v1/audit"): frozenset({Role.auditor, Role.admin}),
     ("GET", "/api/v1/audit/verify"): frozenset({Role.auditor, Role.admin}),
-    ("GET", "/api/v1/devices"): frozenset({Role.admin, Role.officer, Role.analyst}),
-    ("GET", "/api/v1/devices/{device_id}"): frozenset({Role.admin, Role.officer, Role.analyst}),
 }
-"""The access policy: who may call what. A route change must change this table."""
+"""The access policy of the core routes; each domain's table is in its own module."""
 
-PATH_VALUES = {"user_id": "999999", "device_id": "no-such-device"}
+POLICY = CORE_POLICY | policy_devices.POLICY | policy_persons.POLICY | policy_live.POLICY
+"""The access policy: who may call what. A route change must change these tables."""
+
+PATH_VALUES = (
+    {"user_id": "999999", "device_id": "no-such-device"}
+    | policy_devices.PATH_VALUES
+    | policy_persons.PATH_VALUES
+    | policy_live.PATH_VALUES
+)
 
 
 def _settings(engine: Engine) -> HubSettings:

@@ -1,1 +1,1 @@
-"""One router per domain: health, auth, users, audit, devices."""
+"""One router per domain; :data:`hub.api.app.DOMAIN_ROUTERS` lists them."""
