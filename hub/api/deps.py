@@ -9,22 +9,23 @@ an app with an unguarded ``/api`` route, and the tests walk every route and role
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import Engine
+from pydantic import BaseModel
+from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
 
 from hub.auth import InvalidToken, decode_token
 from hub.db.users import Role, User
 from hub.settings import HubSettings
 
-from .schemas import DEFAULT_LIMIT, MAX_LIMIT
+from .schemas import DEFAULT_LIMIT, MAX_LIMIT, Page
 
 __all__ = [
     "API_PREFIX",
@@ -37,6 +38,7 @@ __all__ = [
     "RoleGuard",
     "SettingsDep",
     "declared_roles",
+    "paginate",
     "require",
 ]
 
@@ -87,6 +89,25 @@ def _pagination(
 
 
 PageParams = Annotated[Pagination, Depends(_pagination)]
+
+ItemT = TypeVar("ItemT", bound=BaseModel)
+
+
+def paginate(
+    session: Session,
+    stmt: Select[Any],
+    page: Pagination,
+    item: Callable[[Any], ItemT],
+    *order_by: Any,
+) -> Page[ItemT]:
+    """One page of ``stmt`` (a select of one ORM entity, filters applied) ordered by
+    ``order_by``, each row turned into a public model by ``item``, with the total count
+    of rows matching the filters."""
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(*order_by).limit(page.limit).offset(page.offset))
+    return Page[ItemT](
+        items=[item(row) for row in rows], total=total, limit=page.limit, offset=page.offset
+    )
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from hub import audit
-from hub.api.deps import AuthUser, DbSession, PageParams, require
+from hub.api.deps import AuthUser, DbSession, PageParams, paginate, require
 from hub.api.schemas import AuditEntryPublic, AuditVerifyPublic, Page
 from hub.db.models import AuditEntry
 from hub.db.users import Role
@@ -32,14 +32,7 @@ def list_audit(
         stmt = stmt.where(AuditEntry.actor == actor)
     if action is not None:
         stmt = stmt.where(AuditEntry.action == action)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(AuditEntry.seq).limit(page.limit).offset(page.offset))
-    return Page[AuditEntryPublic](
-        items=[AuditEntryPublic.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return paginate(session, stmt, page, AuditEntryPublic.model_validate, AuditEntry.seq)
 
 
 @router.get("/verify", response_model=AuditVerifyPublic, summary="Verify the audit chain")

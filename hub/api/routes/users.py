@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, require
+from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, paginate, require
 from hub.api.schemas import Page, UserCreate, UserPublic
 from hub.auth import UserExists, UserNotFound, create_user, disable_user
 from hub.db.users import Role, User
@@ -31,14 +31,7 @@ def list_users(
         stmt = stmt.where(User.role == role.value)
     if disabled is not None:
         stmt = stmt.where(User.disabled == disabled)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(User.id).limit(page.limit).offset(page.offset))
-    return Page[UserPublic](
-        items=[UserPublic.model_validate(u) for u in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return paginate(session, stmt, page, UserPublic.model_validate, User.id)
 
 
 @router.get(
