@@ -435,15 +435,62 @@ def _reason_text(reason: ReasonCode | int | None) -> str:
     return str(reason)
 
 
-def _settle(future: concurrent.futures.Future[Any], exc: BaseException | None = None) -> None:
+_AnyFuture = concurrent.futures.Future[None] | asyncio.Future[None]
+
+
+def _settle(future: _AnyFuture, exc: BaseException | None = None) -> None:
     """Complete a future once, whoever else may have cancelled it."""
     if future.done():
         return
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
+    with contextlib.suppress(concurrent.futures.InvalidStateError, asyncio.InvalidStateError):
         if exc is None:
             future.set_result(None)
         else:
             future.set_exception(exc)
+
+
+class _Pubacks:
+    """QoS 1 publishes waiting for their PUBACK, by message id, each with the future
+    its caller holds. paho can run the PUBACK callback before ``publish()`` has
+    returned the message id (a quick broker on loopback), so an outcome that comes
+    first is kept until its publish is registered. Both clients (the agent's
+    thread-owned link and the simulator's event-loop pool) settle publishes here."""
+
+    def __init__(self, stats: LinkStats) -> None:
+        self._stats = stats
+        self._pending: dict[int, _AnyFuture] = {}
+        self._early: dict[int, ReasonCode | None] = {}
+
+    def sent(self, mid: int, future: _AnyFuture) -> None:
+        """The publish with message id ``mid`` is out; settle ``future`` on its PUBACK."""
+        if mid in self._early:
+            self._finish(future, self._early.pop(mid))
+        else:
+            self._pending[mid] = future
+
+    def acked(self, mid: int, reason: ReasonCode | None) -> None:
+        """The broker answered the publish ``mid`` (a failure reason code: refused)."""
+        future = self._pending.pop(mid, None)
+        if future is None:
+            self._early[mid] = reason
+        else:
+            self._finish(future, reason)
+
+    def fail_all(self, exc: LinkError) -> None:
+        """The connection is gone: every unanswered publish fails with ``exc``."""
+        pending = list(self._pending.values())
+        self._pending.clear()
+        self._early.clear()
+        for future in pending:
+            _settle(future, exc)
+
+    def _finish(self, future: _AnyFuture, reason: ReasonCode | None) -> None:
+        if reason is not None and reason.is_failure:
+            self._stats.publish_failures += 1
+            _settle(future, PublishRefused(f"broker refused: {_reason_text(reason)}"))
+        else:
+            self._stats.published += 1
+            _settle(future)
 
 
 def _message_topic(message: paho.MQTTMessage) -> str | None:
@@ -501,8 +548,7 @@ class _OwnedClient:
         self._close_timeout = 5.0
         # Owner-thread state below.
         self._client: paho.Client | None = None
-        self._pending: dict[int, concurrent.futures.Future[None]] = {}
-        self._early: dict[int, ReasonCode | None] = {}
+        self._pubacks = _Pubacks(self.stats)
         self._pending_subs: dict[int, concurrent.futures.Future[None]] = {}
         self._next_attempt = 0.0
         self._connack_deadline: float | None = None
@@ -798,20 +844,7 @@ class _OwnedClient:
             self.stats.publish_failures += 1
             _settle(future, LinkDown(f"publish failed: {paho.error_string(info.rc)}"))
             return
-        if info.mid in self._early:
-            self._finish_publish(future, self._early.pop(info.mid))
-        else:
-            self._pending[info.mid] = future
-
-    def _finish_publish(
-        self, future: concurrent.futures.Future[None], reason: ReasonCode | None
-    ) -> None:
-        if reason is not None and reason.is_failure:
-            self.stats.publish_failures += 1
-            _settle(future, PublishRefused(f"broker refused: {_reason_text(reason)}"))
-        else:
-            self.stats.published += 1
-            _settle(future)
+        self._pubacks.sent(info.mid, future)
 
     def _do_subscribe(
         self, topic_filter: str, qos: int, future: concurrent.futures.Future[None]
@@ -865,11 +898,10 @@ class _OwnedClient:
         logger.debug("%s: owner thread ended", self._name)
 
     def _fail_pending(self, exc: LinkError) -> None:
-        pending = list(self._pending.values()) + list(self._pending_subs.values())
-        self._pending.clear()
+        self._pubacks.fail_all(exc)
+        subscriptions = list(self._pending_subs.values())
         self._pending_subs.clear()
-        self._early.clear()
-        for future in pending:
+        for future in subscriptions:
             _settle(future, exc)
 
     # -- paho callbacks (owner thread, inside paho's calls) -------------------------------
@@ -952,11 +984,7 @@ class _OwnedClient:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        future = self._pending.pop(mid, None)
-        if future is None:
-            self._early[mid] = reason
-            return
-        self._finish_publish(future, reason)
+        self._pubacks.acked(mid, reason)
 
     def _on_subscribe(
         self,
@@ -1202,8 +1230,7 @@ class PooledClient:
         self._state: Literal["idle", "connecting", "open", "closed"] = "idle"
         self._fd: int | None = None
         self._connected = asyncio.Event()
-        self._pending: dict[int, asyncio.Future[None]] = {}
-        self._early: dict[int, ReasonCode | None] = {}
+        self._pubacks = _Pubacks(self.stats)
         self._reconnect_task: asyncio.Task[None] | None = None
         self._connack_deadline: float | None = None
 
@@ -1249,10 +1276,8 @@ class PooledClient:
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.stats.publish_failures += 1
             future.set_exception(LinkDown(f"publish failed: {paho.error_string(info.rc)}"))
-        elif info.mid in self._early:
-            self._finish(future, self._early.pop(info.mid))
         else:
-            self._pending[info.mid] = future
+            self._pubacks.sent(info.mid, future)
         return future
 
     async def publish(
@@ -1424,12 +1449,7 @@ class PooledClient:
         self._connected.clear()
         self._connack_deadline = None
         client.drop_out_messages()
-        exc = LinkDown(f"connection lost: {_reason_text(reason)}")
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(exc)
-        self._pending.clear()
-        self._early.clear()
+        self._pubacks.fail_all(LinkDown(f"connection lost: {_reason_text(reason)}"))
         if self._state == "open":
             self._state = "idle"
             self._schedule_connect(self._backoff.next_delay())
@@ -1442,21 +1462,7 @@ class PooledClient:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        future = self._pending.pop(mid, None)
-        if future is None:
-            self._early[mid] = reason
-        else:
-            self._finish(future, reason)
-
-    def _finish(self, future: asyncio.Future[None], reason: ReasonCode | None) -> None:
-        if future.done():
-            return
-        if reason is not None and reason.is_failure:
-            self.stats.publish_failures += 1
-            future.set_exception(PublishRefused(f"broker refused: {_reason_text(reason)}"))
-        else:
-            self.stats.published += 1
-            future.set_result(None)
+        self._pubacks.acked(mid, reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1
