@@ -24,11 +24,9 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from hub.db.engine import make_engine
-from hub.db.migrate import upgrade
 from hub.db.models import Position
 from tests.edge.mqtt_helpers import REPO, PrivateBroker, run_env, wait_until
 from tests.hub.test_ingest import FakeDevices, register
@@ -45,7 +43,7 @@ RESEND_AFTER_QUIET_S = 3.0
 class HubProcess:
     """``lantern hub serve`` as a child process, logs in a file."""
 
-    def __init__(self, data_dir: Path, broker_port: int, log: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str, broker_port: int, log: Path) -> None:
         self.command = [
             sys.executable,
             "-m",
@@ -55,6 +53,8 @@ class HubProcess:
             "serve",
             "--data-dir",
             str(data_dir),
+            "--database-url",
+            database_url,
             "--mqtt",
             f"mqtt://127.0.0.1:{broker_port}",
             "--workers",
@@ -102,16 +102,16 @@ def _outstanding(groups: Sequence[FakeDevices]) -> set[str]:
     return set().union(*(g.outstanding() for g in groups))
 
 
-def test_ten_thousand_events_survive_a_hub_sigkill(tmp_path: Path) -> None:
+def test_ten_thousand_events_survive_a_hub_sigkill(tmp_path: Path, engine: Engine) -> None:
+    """On each backend (the ``engine`` fixture: SQLite and PostgreSQL)."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    engine = make_engine(f"sqlite:///{data_dir / 'lantern.db'}")
-    upgrade(engine)
+    database_url = engine.url.render_as_string(hide_password=False)
     device_ids = [f"wb-acc-{i:04d}" for i in range(DEVICES)]
     register(engine, device_ids)
 
     with PrivateBroker(tmp_path / "broker") as broker:
-        hub = HubProcess(data_dir, broker.port, tmp_path / "hub.log")
+        hub = HubProcess(data_dir, database_url, broker.port, tmp_path / "hub.log")
         hub.start()
         size = DEVICES // GROUPS
         groups = [
@@ -171,9 +171,9 @@ def test_ten_thousand_events_survive_a_hub_sigkill(tmp_path: Path) -> None:
     with Session(engine) as session:
         rows = session.scalar(select(func.count()).select_from(Position))
         stored = set(session.scalars(select(Position.event_id)))
-    engine.dispose()
     ack_counts = [n for g in groups for n in g.acked.values()]
     result = {
+        "backend": engine.dialect.name,
         "sent": len(sent),
         "rows": rows,
         "unique_stored": len(stored),
