@@ -15,7 +15,8 @@ Batches
     transaction. Should the batch fail, it is done again with one savepoint per
     message, so a failing message is quarantined and does not undo the others.
     After the commit it runs the post-commit stages (per-type processing:
-    :class:`PositionSink`, :class:`SightingSink`), PUBACKs every message of the
+    :class:`PositionSink`, :class:`SightingSink`; notifications to an optional
+    :class:`EventObserver`), PUBACKs every message of the
     batch and publishes one ``ack`` per device listing the event ids handled. A
     crash before the commit leaves every message of the batch un-PUBACKed, so the
     broker delivers it again; a crash after it causes redeliveries that
@@ -29,7 +30,14 @@ Stages (in order; each one method, a False return ends the message's chain)
     :class:`Dedupe` (the same event twice in one batch) -> :class:`Stamp`
     (``received_at`` is the hub's arrival time) -> :class:`Store` (insert-or-ignore,
     ``device_boots`` for seq gaps, device state and last seen) -> after commit
-    :class:`Dispatch` (sinks) -> :class:`AckCollector` (the device acks).
+    :class:`Dispatch` (sinks) -> :class:`AckCollector` (the device acks) ->
+    :class:`Notify` (the observer, when there is one).
+
+Observer
+    An :class:`EventObserver` (e.g. :class:`hub.feed.FeedObserver`, the live feed)
+    hears of every newly stored event and every applied device state, after the
+    commit, on the device's worker thread, in the device's order. Its errors are
+    logged and swallowed: they never cost a message its ack.
 
 Quarantine and acks
     A payload that fails validation is stored in ``quarantine`` with device, topic,
@@ -89,12 +97,14 @@ __all__ = [
     "Batch",
     "Dedupe",
     "Dispatch",
+    "EventObserver",
     "Ingest",
     "IngestSettings",
     "IngestWorker",
     "Item",
     "NullPositionSink",
     "NullSightingSink",
+    "Notify",
     "PositionSink",
     "SightingSink",
     "Stage",
@@ -126,6 +136,20 @@ class SightingSink(Protocol):
 
     def on_sighting(self, event: SightingEvent, received_at: datetime) -> None:
         """Take one newly stored sighting."""
+
+
+class EventObserver(Protocol):
+    """Hears what ingest changed, for live views (the situation feed).
+
+    Called after the commit on the device's worker thread, in the device's order;
+    return quickly and never block (hand over to another thread or loop). Errors are
+    logged and ignored."""
+
+    def on_event(self, message: EventEnvelope, received_at: datetime) -> None:
+        """Take one newly stored event (never a duplicate)."""
+
+    def on_device_state(self, device_id: str, state: DeviceState) -> None:
+        """Take a device state that was applied (a stale one ignored is not passed)."""
 
 
 class NullPositionSink:
@@ -162,6 +186,8 @@ class Item:
     """Stored before (in an earlier batch or earlier in this one)."""
     quarantined: str | None = None
     """The error code it was quarantined with."""
+    state_applied: bool = False
+    """A device state that changed the device's row (not ignored as stale)."""
 
 
 @dataclass
@@ -272,8 +298,12 @@ class Store:
         session = batch.session
         message = item.decoded.message
         if isinstance(message, DeviceState):
-            if apply_device_state(session, item.decoded) is None:
+            device = apply_device_state(session, item.decoded)
+            if device is None:
                 _quarantine(batch, item, "unknown_device", "device is not registered")
+            else:
+                # A stale state (an older boot's) leaves the row on the newer boot.
+                item.state_applied = device.boot_id == message.boot_id
             return False
         if not isinstance(message, EventEnvelope):
             logger.debug("ignoring %s on %s", type(message).__name__, item.inbound.topic)
@@ -317,6 +347,27 @@ class AckCollector:
         return True
 
 
+class Notify:
+    """After the commit: tell the observer of new events and applied states. Its
+    errors are logged, never raised, so they cannot cost an ack."""
+
+    def __init__(self, observer: EventObserver) -> None:
+        self.observer = observer
+
+    def process(self, item: Item, batch: Batch) -> bool:
+        if item.decoded is None:
+            return True
+        message = item.decoded.message
+        try:
+            if item.new and isinstance(message, EventEnvelope):
+                self.observer.on_event(message, item.decoded.received_at)
+            elif item.state_applied and isinstance(message, DeviceState):
+                self.observer.on_device_state(message.device_id, message)
+        except Exception:
+            logger.exception("event observer failed for %s", item.inbound.topic)
+        return True
+
+
 def _run_chain(stages: Sequence[Stage], item: Item, batch: Batch) -> None:
     for stage in stages:
         if not stage.process(item, batch):
@@ -354,6 +405,7 @@ class IngestWorker:
         positions: PositionSink,
         sightings: SightingSink,
         write_lock: threading.Lock | None = None,
+        observer: EventObserver | None = None,
     ) -> None:
         self.index = index
         self.write_lock = write_lock
@@ -363,6 +415,8 @@ class IngestWorker:
         self.queue: queue.Queue[Inbound | None] = queue.Queue()
         self.in_tx: list[Stage] = [Validate(), Dedupe(), Stamp(), Store()]
         self.after_commit: list[Stage] = [Dispatch(positions, sightings), AckCollector()]
+        if observer is not None:
+            self.after_commit.append(Notify(observer))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ingest-{index}", daemon=True)
 
@@ -456,6 +510,7 @@ class IngestWorker:
                     logger.exception("ingest failed for a message on %s", item.inbound.topic)
                     item.ack = False
                     item.new = False
+                    item.state_applied = False
                     with session.begin_nested():
                         _quarantine(batch, item, "internal", f"{type(exc).__name__}: {exc}")
         batch.session = None
@@ -488,7 +543,10 @@ class IngestWorker:
 
 
 class Ingest:
-    """The ingest service: one MQTT client, N workers (see the module docstring)."""
+    """The ingest service: one MQTT client, N workers (see the module docstring).
+
+    ``positions``/``sightings`` receive newly stored positions and sightings;
+    ``observer`` hears of every newly stored event and applied device state."""
 
     def __init__(
         self,
@@ -498,6 +556,7 @@ class Ingest:
         *,
         positions: PositionSink | None = None,
         sightings: SightingSink | None = None,
+        observer: EventObserver | None = None,
     ) -> None:
         self.settings = settings or IngestSettings()
         if self.settings.workers < 1:
@@ -520,6 +579,7 @@ class Ingest:
                 positions or NullPositionSink(),
                 sightings or NullSightingSink(),
                 write_lock,
+                observer,
             )
             for i in range(self.settings.workers)
         ]

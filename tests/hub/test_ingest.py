@@ -7,12 +7,13 @@ what the devices see (which event ids were acked, how often, which were rejected
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from edge.comms.mqtt import MqttPeer, MqttSettings, OutgoingMessage, RawMessage
 from hub.comms.mqtt import HubMqttSettings, parse_mqtt_url
 from hub.db.models import Device, DeviceBoot, Position, Quarantine, Site
 from hub.db.repositories import seq_gaps
+from hub.feed import FeedBroker, FeedObserver
 from hub.ingest import Ingest, IngestSettings, partition
 from tests.edge.mqtt_helpers import CutProxy, PrivateBroker, unique_id, wait_until
 
@@ -314,6 +316,81 @@ def test_a_retained_state_published_before_the_hub_started_is_recorded(
         assert wait_until(online, 10)
     finally:
         ingest.stop(10)
+
+
+def test_new_events_and_applied_states_reach_a_feed_subscriber(
+    engine: Engine, broker: PrivateBroker
+) -> None:
+    """Through real ingest: a position is fed once (its redelivery is not), then the
+    device's state; a device of another site is not seen by a site subscriber."""
+    device_id, elsewhere = unique_id("wb"), unique_id("wb")
+    register(engine, [device_id])
+    with Session(engine) as session, session.begin():
+        session.add(Site(site_id="hmp-other", name="Other site"))
+        session.flush()
+        session.add(Device(device_id=elsewhere, site_id="hmp-other", model="lantern-ankle-a1"))
+    feed = FeedBroker()
+
+    async def scenario() -> None:
+        subscription = feed.subscribe(sites=[SITE])
+        ingest = Ingest(
+            engine,
+            HubMqttSettings(port=broker.port, client_id=unique_id("hub")),
+            IngestSettings(workers=2),
+            observer=FeedObserver(engine, feed),
+        )
+        assert await asyncio.to_thread(ingest.start, 10), "hub ingest did not subscribe"
+        try:
+            with FakeDevices(broker.settings(), [device_id, elsewhere]) as devices:
+                await asyncio.to_thread(devices.send, devices.next_event(elsewhere))
+                event = devices.next_event(device_id, lat=51.6, lon=-0.2)
+                await asyncio.to_thread(devices.send, event)
+                got = await asyncio.wait_for(subscription.get(), 10)
+                assert (got.type, got.site_id, got.device_id) == ("position", SITE, device_id)
+                assert got.time == event.captured_at
+                assert got.data["event_id"] == event.event_id
+                assert (got.data["lat"], got.data["lon"]) == (51.6, -0.2)
+
+                topic, payload = devices.payloads[event.event_id]
+                await asyncio.to_thread(devices.send_raw, topic, payload)
+                acked_twice = await asyncio.to_thread(
+                    wait_until, lambda: devices.acked[event.event_id] == 2, 10
+                )
+                assert acked_twice and subscription.pending() == 0
+
+                boot = devices.boots[device_id]
+                await asyncio.to_thread(
+                    lambda: devices.peer.publish(
+                        state_topic(device_id), state(device_id, boot, "online"), qos=1, retain=True
+                    ).result(10)
+                )
+                got = await asyncio.wait_for(subscription.get(), 10)
+                assert (got.type, got.device_id) == ("device_state", device_id)
+                assert got.data["status"] == "online" and got.data["boot_id"] == boot
+
+                # A late state of an older boot is ignored by the database, so not fed:
+                # the next delta is the fresh one sent after it.
+                stale = DeviceState(
+                    device_id=device_id,
+                    boot_id=new_boot_id(),
+                    sent_at=got.time - timedelta(minutes=5),
+                    body=StateBody.model_validate({"status": "offline", "fw": "0.9.0"}),
+                )
+                for payload in (encode(stale), state(device_id, boot, "offline")):
+                    await asyncio.to_thread(
+                        lambda p=payload: devices.peer.publish(
+                            state_topic(device_id), p, qos=1
+                        ).result(10)
+                    )
+                got = await asyncio.wait_for(subscription.get(), 10)
+                assert (got.data["status"], got.data["boot_id"]) == ("offline", boot)
+                assert subscription.pending() == 0
+        finally:
+            await asyncio.to_thread(ingest.stop, 10)
+            feed.unsubscribe(subscription)
+
+    asyncio.run(scenario())
+    assert count(engine, Position) == 2
 
 
 def test_partition_is_stable_and_in_range() -> None:
