@@ -8,14 +8,16 @@ required to run them.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -23,7 +25,11 @@ from hub.audit import verify
 from hub.cli_options import DatabaseUrl, resolve_database_url
 from hub.db.engine import make_engine
 from hub.db.migrate import current_revision, head_revision, upgrade
-from hub.settings import HubSettings
+from hub.settings import MQTT_PASSWORD_ENV, HubSettings
+
+if TYPE_CHECKING:
+    from hub.comms.mqtt import HubMqttClient, HubMqttSettings
+    from hub.configpush import ConfigPublisher
 
 __all__ = ["app", "audit_app"]
 
@@ -116,8 +122,25 @@ def serve(
         Path, typer.Option("--data-dir", help="Folder of the embedded SQLite database.")
     ] = Path("./data"),
     mqtt: Annotated[
-        str, typer.Option("--mqtt", help="Broker URL, mqtt://HOST[:PORT].")
+        str,
+        typer.Option(
+            "--mqtt",
+            help="Broker URL, mqtt[s]://[USER@]HOST[:PORT] (mqtts: TLS, port 8883 by "
+            f"default). The password of USER comes from {MQTT_PASSWORD_ENV}, never the URL.",
+        ),
     ] = "mqtt://127.0.0.1:1883",
+    mqtt_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqtt-ca",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="PEM file of the CA(s) that signed the broker's certificate (mqtts:// "
+            "only); default: the system's trust store.",
+            show_default=False,
+        ),
+    ] = None,
     http: Annotated[
         str | None,
         typer.Option(
@@ -146,18 +169,21 @@ def serve(
     """Run the hub until SIGTERM/SIGINT: migrate the database, consume device events and
     states from MQTT, store them, ack them; with ``--http`` also serve the API on the
     same database, in the same process. On a signal the HTTP server stops first, then
-    ingest finishes the batches it holds, and the command exits 0."""
+    ingest finishes the batches it holds, and the command exits 0.
+
+    The hub logs in to the broker as the user of the URL with the password in
+    ``LANTERN_MQTT_PASSWORD``; a refused login is logged and retried until it works or
+    the hub is stopped. Every stored desired device configuration is published again
+    (retained) once connected, and the API publishes the ones it renders."""
     # Imported here so `lantern hub migrate` does not need the MQTT stack.
-    from hub.comms.mqtt import HubMqttSettings, parse_mqtt_url
+    from hub.configpush import republish_all
     from hub.ingest import Ingest, IngestSettings
 
+    mqtt_settings = _mqtt_settings(mqtt, mqtt_ca, client_id, session_expiry_s)
     if database_url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
         database_url = f"sqlite:///{data_dir / 'lantern.db'}"
-    try:
-        host, port = parse_mqtt_url(mqtt)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--mqtt") from None
+    host, port = mqtt_settings.host, mqtt_settings.port
     http_address = _parse_http(http) if http is not None else None
     # Checked before anything starts, so a bad key costs nothing.
     settings = _api_settings(data_dir, database_url, mqtt) if http_address else None
@@ -174,19 +200,22 @@ def serve(
     signal.signal(signal.SIGINT, _on_signal)
     try:
         upgrade(engine)
-        ingest = Ingest(
-            engine,
-            HubMqttSettings(
-                host=host, port=port, client_id=client_id, session_expiry_s=session_expiry_s
-            ),
-            IngestSettings(workers=workers),
-        )
+        ingest = Ingest(engine, mqtt_settings, IngestSettings(workers=workers))
         try:
-            if not ingest.start(timeout=15.0):
+            ingest.start(timeout=0.0)
+            if not _wait_subscribed(ingest.client, stop, 15.0):
                 logger.warning("not subscribed yet after 15 s; still trying")
-            logger.info("hub serving: broker %s:%d, %d workers", host, port, workers)
-            if settings is not None and http_address is not None:
-                _serve_http(settings, engine, *http_address)
+            # Queued by the client until it is connected; retained, so harmless twice.
+            republish_all(engine, ingest.client)
+            logger.info(
+                "hub serving: broker %s:%d%s, %d workers",
+                host,
+                port,
+                " (TLS)" if mqtt_settings.tls else "",
+                workers,
+            )
+            if settings is not None and http_address is not None and not stop.is_set():
+                _serve_http(settings, engine, *http_address, publisher=ingest.client)
             else:
                 while not stop.wait(1.0):
                     pass
@@ -197,14 +226,77 @@ def serve(
         engine.dispose()
 
 
-def _serve_http(settings: HubSettings, engine: Engine, host: str, port: int) -> None:
-    """Serve the API with uvicorn in this (the main) thread until a signal stops it."""
+def _mqtt_settings(
+    url: str, ca_file: Path | None, client_id: str, session_expiry_s: int
+) -> HubMqttSettings:
+    """The broker connection of ``serve`` from its options and ``LANTERN_MQTT_PASSWORD``;
+    a bad combination ends the command with code 2 before anything starts."""
+    from hub.comms.mqtt import HubMqttSettings, parse_broker_url
+
+    try:
+        parsed = parse_broker_url(url)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mqtt") from None
+    if ca_file is not None and not parsed.tls:
+        raise typer.BadParameter("a CA file is for mqtts:// URLs", param_hint="--mqtt-ca")
+    password = os.environ.get(MQTT_PASSWORD_ENV) or None
+    if parsed.username is not None and password is None:
+        typer.echo(
+            f"error: the broker URL names user {parsed.username!r} but {MQTT_PASSWORD_ENV} "
+            "is not set; put the hub's broker password there",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    if parsed.username is None and password is not None:
+        typer.echo(
+            f"error: {MQTT_PASSWORD_ENV} is set but the broker URL names no user; "
+            "use mqtt://USER@HOST",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    return HubMqttSettings(
+        host=parsed.host,
+        port=parsed.port,
+        tls=parsed.tls,
+        ca_file=ca_file,
+        username=parsed.username,
+        password=SecretStr(password) if password is not None else None,
+        client_id=client_id,
+        session_expiry_s=session_expiry_s,
+    )
+
+
+def _wait_subscribed(client: HubMqttClient, stop: threading.Event, timeout: float) -> bool:
+    """Wait until the client's subscriptions are granted, a signal arrives or
+    ``timeout`` seconds pass; whether it is subscribed."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if client.wait_subscribed(min(0.1, left)):
+            return True
+    return client.wait_subscribed(0)
+
+
+def _serve_http(
+    settings: HubSettings,
+    engine: Engine,
+    host: str,
+    port: int,
+    *,
+    publisher: ConfigPublisher | None = None,
+) -> None:
+    """Serve the API with uvicorn in this (the main) thread until a signal stops it;
+    configurations the API renders are published through ``publisher``."""
     import uvicorn
 
     from hub.api import create_app
 
+    app = create_app(settings, engine)
+    app.state.config_publisher = publisher
     config = uvicorn.Config(
-        create_app(settings, engine),
+        app,
         host=host,
         port=port,
         log_config=None,  # our logging (``lantern -v``), not uvicorn's own handlers

@@ -17,7 +17,14 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MIN_JWT_SECRET_CHARS", "WEAK_SECRETS", "HubSettings"]
+from devices.firmware import default_config_dir
+
+__all__ = ["MIN_JWT_SECRET_CHARS", "MQTT_PASSWORD_ENV", "WEAK_SECRETS", "HubSettings"]
+
+MQTT_PASSWORD_ENV = "LANTERN_MQTT_PASSWORD"
+"""Environment variable holding the hub's broker password. It is read from the
+environment only: a password on the command line or in the broker URL would be
+visible to every user of the machine (``ps``) and kept in shell history."""
 
 MIN_JWT_SECRET_CHARS = 32
 """Shortest JWT signing key accepted (HS256 wants at least 256 bits of key)."""
@@ -59,6 +66,12 @@ class HubSettings(BaseSettings):
     )
     mqtt_url: str = Field(
         default="mqtt://127.0.0.1:1883", description="Broker the ingest consumers connect to."
+    )
+    config_dir: Path = Field(
+        default_factory=default_config_dir,
+        description="Firmware configuration folder (profiles/, devices/, sites/) the hub "
+        "renders device configurations from; default $LANTERN_FIRMWARE_DIR, else the "
+        "packaged firmware_configs.",
     )
     db_echo: bool = Field(default=False, description="Log every SQL statement (debugging).")
 

@@ -8,10 +8,12 @@ answers with :class:`Page`: the items, the total matching the filters, and the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from devices.catalog import DEVICE_ID_PATTERN, SITE_ID_PATTERN
 from hub.auth import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, USERNAME_PATTERN
 from hub.db.users import Role
 
@@ -20,8 +22,15 @@ __all__ = [
     "MAX_LIMIT",
     "AuditEntryPublic",
     "AuditVerifyPublic",
+    "ConfigPushState",
+    "DeviceConfigPublic",
+    "DeviceCreate",
     "DevicePublic",
+    "DeviceRegistered",
     "DeviceStatus",
+    "SecretIssued",
+    "SiteCreate",
+    "SitePublic",
     "Health",
     "Page",
     "Token",
@@ -111,6 +120,132 @@ class DevicePublic(_Public):
     config_error: str | None = Field(description="Why the device refused its config, if so.")
     created_at: datetime = Field(description="When the device was registered.")
     updated_at: datetime = Field(description="When the row last changed.")
+
+
+class SiteCreate(BaseModel):
+    """A new site."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site_id: str = Field(
+        pattern=SITE_ID_PATTERN,
+        description="Site id: 2-64 of [a-z0-9_-], starting with a letter or digit.",
+    )
+    name: str = Field(min_length=1, max_length=200, description="Name people read.")
+    timezone: str = Field(
+        default="UTC", max_length=64, description="IANA time zone of the site, e.g. Europe/London."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        known = value == "UTC" or value in available_timezones()
+        if known:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                known = False
+        if not known:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/London)")
+        return value
+
+
+class SitePublic(_Public):
+    """A site as the API shows it."""
+
+    site_id: str = Field(description="Site id.")
+    name: str = Field(description="Name people read.")
+    timezone: str = Field(description="IANA time zone.")
+    created_at: datetime = Field(description="When the site was created (UTC).")
+
+
+class DeviceCreate(BaseModel):
+    """A device to register; the hub issues its broker credential."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(
+        pattern=DEVICE_ID_PATTERN,
+        description="Device id: its broker username and topic level (2-64 of [a-z0-9_-]).",
+    )
+    model: str = Field(min_length=1, max_length=64, description="Device model id (catalog).")
+    site_id: str = Field(
+        pattern=SITE_ID_PATTERN, description="Site the device belongs to; it must exist."
+    )
+    profile: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Firmware profile name; the model's default profile when left out.",
+    )
+
+
+ConfigPushState = Literal["none", "pending_push", "published", "error"]
+
+
+class SecretIssued(BaseModel):
+    """A device credential just issued: the secret appears in this answer only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(description="Device id.")
+    broker_username: str = Field(description="The device's broker username (its id).")
+    secret: str = Field(
+        description="The device's broker password. Shown once: only hashes are stored, "
+        "so it cannot be read again (rotate the credential if it is lost)."
+    )
+    rotated: bool = Field(description="Whether this replaced an earlier credential.")
+
+
+class DeviceConfigPublic(BaseModel):
+    """The configuration the hub wants a device to run and the one it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(description="Device id.")
+    desired_version: int | None = Field(description="Version the hub wants; None: none yet.")
+    desired_sha256: str | None = Field(description="SHA-256 of the desired config.")
+    applied_version: int | None = Field(description="Version the device reports it runs.")
+    applied_sha256: str | None = Field(description="SHA-256 the device reports it runs.")
+    in_sync: bool = Field(description="Whether the device runs the desired config.")
+    config_error: str | None = Field(
+        description="Why the device refused the last config pushed, as it reported."
+    )
+    desired: dict[str, Any] | None = Field(
+        description="The desired config message body: version, sha256 and config."
+    )
+    push: ConfigPushState = Field(
+        description="What happened to the desired config in this request: 'published' "
+        "(handed to the broker connection), 'pending_push' (stored; published when the "
+        "hub's MQTT link is up or at the next start), 'error' (could not be rendered, "
+        "see render_error), 'none' (a read, or nothing to push)."
+    )
+    render_error: list[str] | None = Field(
+        default=None,
+        description="Why the configuration could not be rendered: one 'file: field: "
+        "problem' line per issue.",
+    )
+
+
+class DeviceRegistered(BaseModel):
+    """A newly registered device, its credential (shown once) and its configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: DevicePublic = Field(description="The device as registered.")
+    broker_username: str = Field(description="The device's broker username (its id).")
+    secret: str = Field(
+        description="The device's broker password. Shown once: only hashes are stored, "
+        "so it cannot be read again (rotate the credential if it is lost)."
+    )
+    config: DeviceConfigPublic = Field(description="Its rendered configuration and push.")
 
 
 class AuditEntryPublic(_Public):

@@ -25,6 +25,14 @@ Persistent session
     hub process (with several worker threads); several processes each need a stable,
     distinct client id and must be restarted, not retired, or use a short expiry.
 
+Login and TLS
+    The hub logs in with ``username`` and ``password`` (a :class:`~pydantic.SecretStr`,
+    taken from the environment, never from the command line or the broker URL) and,
+    for ``mqtts://``, over TLS 1.2+ with the broker's certificate and host name
+    checked against ``ca_file`` or the system's trust store. A refused login is
+    logged and retried with the same backoff as a lost connection, so a hub started
+    before its account exists on the broker connects once it does.
+
 Reconnection is done by the owner with exponential backoff; every wait is bounded
 (TCP connect and CONNACK by ``connect_timeout_s``, the loop's select by 50 ms, the
 shutdown by the ``timeout`` given to :meth:`~HubMqttClient.close`).
@@ -35,23 +43,34 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-__all__ = ["HubMqttClient", "HubMqttSettings", "Inbound", "parse_mqtt_url"]
+__all__ = [
+    "MQTTS_PORT",
+    "MQTT_PORT",
+    "BrokerUrl",
+    "HubMqttClient",
+    "HubMqttSettings",
+    "Inbound",
+    "parse_broker_url",
+    "parse_mqtt_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +78,55 @@ _LOOP_TIMEOUT_S = 0.005
 """How long paho's loop waits on the socket per turn; bounds the PUBACK latency."""
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """``mqtt://host[:port]`` to ``(host, port)``; ``ValueError`` for anything else.
+MQTT_PORT = 1883
+"""Default port of ``mqtt://`` (plain TCP)."""
+MQTTS_PORT = 8883
+"""Default port of ``mqtts://`` (TLS)."""
 
-    Only plain ``mqtt://`` is understood for now (TLS to the broker is not wired
-    into the hub yet)."""
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """A parsed broker URL: where the broker is, whether to use TLS, who logs in."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """``mqtt[s]://[USER@]HOST[:PORT]`` to a :class:`BrokerUrl`; ``ValueError`` for
+    anything else.
+
+    ``mqtts://`` means TLS, port 8883 by default; ``mqtt://`` plain TCP, port 1883. A
+    password in the URL is refused: it would show in the process list and in shell
+    history, so it comes from the environment variable ``LANTERN_MQTT_PASSWORD``.
+    """
     parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError(f"broker URL {url!r} is not mqtt://HOST[:PORT]")
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker URL {url!r} is not mqtt[s]://[USER@]HOST[:PORT]")
+    if parts.password is not None:
+        raise ValueError(
+            "the broker URL must not hold a password (it would be visible in the process "
+            "list); give only the user (mqtt://USER@HOST) and set the password in the "
+            "environment variable LANTERN_MQTT_PASSWORD"
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"broker URL {url!r} has a path or query")
-    return parts.hostname, parts.port or 1883
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"broker URL {url!r} has a bad port") from None
+    tls = parts.scheme == "mqtts"
+    username = unquote(parts.username) if parts.username else None
+    return BrokerUrl(parts.hostname, port or (MQTTS_PORT if tls else MQTT_PORT), tls, username)
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    """``mqtt[s]://[USER@]host[:port]`` to ``(host, port)``; ``ValueError`` for anything
+    else (see :func:`parse_broker_url`, which also gives the scheme and user)."""
+    parsed = parse_broker_url(url)
+    return parsed.host, parsed.port
 
 
 class HubMqttSettings(BaseModel):
@@ -100,9 +157,42 @@ class HubMqttSettings(BaseModel):
         description="QoS 1 messages the broker may send before our PUBACKs (covers a "
         "batch per worker).",
     )
+    username: str | None = Field(
+        None, min_length=1, description="Broker username (the hub's account); None: anonymous."
+    )
+    password: SecretStr | None = Field(
+        None, description="Broker password of ``username``; from LANTERN_MQTT_PASSWORD."
+    )
+    tls: bool = Field(False, description="Connect with TLS (mqtts://), the broker verified.")
+    ca_file: Path | None = Field(
+        None, description="PEM bundle of the CA(s) of the broker's certificate; None: system."
+    )
     connect_timeout_s: float = Field(5.0, gt=0, le=120, description="TCP connect / CONNACK.")
     reconnect_min_s: float = Field(0.2, gt=0, description="First reconnect delay ceiling.")
     reconnect_max_s: float = Field(10.0, gt=0, description="Largest reconnect delay ceiling.")
+
+    @model_validator(mode="after")
+    def _login(self) -> HubMqttSettings:
+        if self.password is not None and self.username is None:
+            raise ValueError("a broker password needs a username")
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file is for TLS connections (mqtts://)")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context (TLS 1.2 or later, certificate and host name checked), or
+        None for plain TCP. ``ValueError`` if the CA file cannot be used."""
+        if not self.tls:
+            return None
+        try:
+            ctx = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=str(self.ca_file) if self.ca_file is not None else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"CA file {self.ca_file} unusable: {exc}") from None
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
 
 
 @dataclass(frozen=True)
@@ -220,6 +310,12 @@ class HubMqttClient:
             manual_ack=True,
         )
         client.connect_timeout = s.connect_timeout_s
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password is not None else None
+            client.username_pw_set(s.username, password)
+        context = s.ssl_context()
+        if context is not None:
+            client.tls_set_context(context)
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -343,7 +439,13 @@ class HubMqttClient:
     ) -> None:
         self._connecting = False
         if reason_code.is_failure:
-            logger.warning("broker refused the connection: %s", reason_code)
+            logger.warning(
+                "broker %s:%d refused the connection (user %s): %s; retrying",
+                self.settings.host,
+                self.settings.port,
+                self.settings.username or "anonymous",
+                reason_code,
+            )
             self._fail(time.monotonic())
             return
         self._generation += 1

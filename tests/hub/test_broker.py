@@ -9,6 +9,8 @@ import pytest
 
 from devices.protocol import ProtocolError
 from hub.broker import (
+    MAX_QUEUED_MESSAGES,
+    PERSISTENCE_DIR,
     AccountKind,
     BrokerAccount,
     render_acl,
@@ -145,16 +147,79 @@ def test_write_broker_config_files_and_modes(tmp_path: Path) -> None:
     assert files.password_file.read_text() == render_password_file(accounts)
     assert files.acl_file.read_text() == render_acl(["dev-a", "dev-b"], ["lantern-hub"], ["ops"])
     assert "listener 18830 127.0.0.1" in files.conf_file.read_text().splitlines()
-    assert sorted(p.name for p in out.iterdir()) == ["acl", "mosquitto.conf", "passwords"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "acl",
+        "mosquitto.conf",
+        "passwords",
+        "persistence",
+    ]
+    assert (out / "persistence").is_dir()
+    assert stat.S_IMODE((out / "persistence").stat().st_mode) == 0o700
+    assert f"persistence_location {(out / 'persistence').resolve()}/" in conf_lines(
+        files.conf_file.read_text()
+    )
+
+
+def conf_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def conf_options(text: str) -> dict[str, str]:
+    """The snippet's ``option value`` lines; an option set twice fails the test."""
+    options: dict[str, str] = {}
+    for line in conf_lines(text):
+        name, _, value = line.partition(" ")
+        assert name not in options, f"{name} set twice"
+        options[name] = value
+    return options
+
+
+def test_conf_keeps_the_hub_session_queue_through_an_outage(tmp_path: Path) -> None:
+    options = conf_options(render_mosquitto_conf(tmp_path / "passwords", tmp_path / "acl"))
+    # Mosquitto's default (1000 per client) would drop the events queued for the hub
+    # after a few minutes of a few hundred devices; a byte limit would do the same.
+    assert int(options["max_queued_messages"]) >= 1_000_000 == MAX_QUEUED_MESSAGES
+    assert options["max_queued_bytes"] == "0"
+    assert options["persistence"] == "true"
+    assert options["persistence_location"] == f"{(tmp_path / PERSISTENCE_DIR).resolve()}/"
+    assert int(options["autosave_interval"]) > 0
+
+
+def test_conf_persistence_location_option(tmp_path: Path) -> None:
+    text = render_mosquitto_conf(
+        tmp_path / "passwords",
+        tmp_path / "acl",
+        persistence_location=tmp_path / "var" / "mosquitto",
+        max_queued_messages=5000,
+    )
+    options = conf_options(text)
+    assert options["persistence_location"] == f"{(tmp_path / 'var' / 'mosquitto').resolve()}/"
+    assert options["max_queued_messages"] == "5000"
+    with pytest.raises(ValueError, match="white space"):
+        render_mosquitto_conf(tmp_path / "p", tmp_path / "a", persistence_location=tmp_path / "a b")
+    with pytest.raises(ValueError, match="newline"):
+        render_mosquitto_conf(
+            tmp_path / "p", tmp_path / "a", persistence_location=tmp_path / "a\nb"
+        )
+    with pytest.raises(ValueError, match="at least 1"):
+        render_mosquitto_conf(tmp_path / "p", tmp_path / "a", max_queued_messages=0)
+    out = tmp_path / "out"
+    files = write_broker_config(
+        out, [account("dev-a")], persistence_location=tmp_path / "elsewhere"
+    )
+    assert (tmp_path / "elsewhere").is_dir() and not (out / PERSISTENCE_DIR).exists()
+    assert conf_options(files.conf_file.read_text())["persistence_location"] == (
+        f"{(tmp_path / 'elsewhere').resolve()}/"
+    )
 
 
 def test_write_broker_config_replaces_and_leaves_nothing_on_error(tmp_path: Path) -> None:
     write_broker_config(tmp_path, [account("dev-a")])
     write_broker_config(tmp_path, [account("dev-b")])
     assert (tmp_path / "passwords").read_text() == f"dev-b:{HASH}\n"
-    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    before = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(ValueError):
         write_broker_config(tmp_path, [account("dev-c"), account("dev-c")])
     with pytest.raises(ValueError):
         write_broker_config(tmp_path, [account("dev-c")], listener_port=70000)
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
+    assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()} == before

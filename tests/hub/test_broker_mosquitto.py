@@ -1,4 +1,5 @@
-"""The generated password and ACL files in a real Mosquitto on a spare loopback port.
+"""The generated password and ACL files in a real Mosquitto on a spare loopback port,
+and the hub's own login to it (``HubMqttClient`` and ``lantern hub serve``).
 
 Clients are :class:`edge.comms.mqtt.MqttPeer` (MQTT 5); CONNACK reason codes are
 read with a hand-made CONNECT packet over a plain socket, since a refused peer only
@@ -7,24 +8,37 @@ keeps retrying.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
+import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from devices.protocol import HUB_EVENTS_SUBSCRIPTION
 from edge.comms.mqtt import MqttPeer, MqttSettings, PublishRefused, RawMessage
 from hub.broker import AccountKind, BrokerAccount, write_broker_config
+from hub.comms.mqtt import BrokerUrl, HubMqttClient, HubMqttSettings, parse_broker_url
 from hub.credentials import generate_device_secret, hash_for_mosquitto
-from tests.edge.mqtt_helpers import free_port, listening, wait_until
+from hub.db.models import Position
+from hub.ingest import Ingest, IngestSettings
+from hub.settings import MQTT_PASSWORD_ENV
+from tests.edge.mqtt_helpers import free_port, listening, unique_id, wait_until
+from tests.hub.test_ingest import FakeDevices, register
+from tests.hub.test_serve import hub_env, lantern
 
 HUB_USER = "lantern-hub"
 ADMIN_USER = "ops"
@@ -315,3 +329,193 @@ def test_retained_config_reaches_its_device_only(connect: PeerFactory) -> None:
     )
     assert_quiet(snoop)
     published(hub.publish("lantern/v1/dev-b/config", b"", qos=1, retain=True))
+
+
+# -- the hub's own login (HubMqttClient, `lantern hub serve`) -----------------------------
+
+
+def hub_settings(broker: Broker, password: str | None, **changes: Any) -> HubMqttSettings:
+    return HubMqttSettings(
+        port=broker.port,
+        client_id=unique_id("hub"),
+        username=HUB_USER,
+        password=SecretStr(password) if password is not None else None,
+        session_expiry_s=0,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.3,
+        **changes,
+    )
+
+
+def device_settings(broker: Broker, username: str, monkeypatch: pytest.MonkeyPatch) -> MqttSettings:
+    env = f"LANTERN_TEST_PW_{secrets.token_hex(4).upper()}"
+    monkeypatch.setenv(env, broker.secrets[username])
+    return MqttSettings(
+        host="127.0.0.1",
+        port=broker.port,
+        username=username,
+        password_env=env,
+        session_expiry_s=0,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.5,
+    )
+
+
+def test_hub_with_its_password_subscribes_and_ingests(
+    broker: Broker, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(engine, ["dev-a"])
+    ingest = Ingest(engine, hub_settings(broker, broker.secrets[HUB_USER]), IngestSettings(2))
+    try:
+        assert ingest.start(10), f"hub did not subscribe: {broker.logs()}"
+        with FakeDevices(device_settings(broker, "dev-a", monkeypatch), ["dev-a"]) as devices:
+            sent = {devices.send(devices.next_event("dev-a")) for _ in range(3)}
+            assert wait_until(lambda: not devices.outstanding(), 10.0)
+            assert set(devices.acked) == sent and not devices.rejected
+        with Session(engine) as session:
+            stored = session.scalars(select(Position.event_id).where(Position.device_id == "dev-a"))
+            assert set(stored) == sent
+    finally:
+        ingest.stop(5)
+
+
+def test_hub_with_a_wrong_password_logs_the_refusal_and_keeps_trying(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = HubMqttClient(
+        hub_settings(broker, "wrong-password"), [("lantern/v1/+/state", 1)], print
+    )
+    caplog.set_level(logging.WARNING, logger="hub.comms.mqtt")
+    client.start()
+    try:
+
+        def refusals() -> int:
+            return sum("refused the connection" in r.getMessage() for r in caplog.records)
+
+        assert wait_until(lambda: refusals() >= 2, 5.0), caplog.text
+        assert not client.connected and not client.wait_subscribed(0)
+        assert "Not authorized" in caplog.text and HUB_USER in caplog.text
+        assert "wrong-password" not in caplog.text
+    finally:
+        assert client.close(5)
+
+
+@pytest.mark.parametrize("right", [True, False], ids=["right-password", "wrong-password"])
+def test_serve_logs_in_with_the_password_from_the_environment(
+    broker: Broker, tmp_path: Path, right: bool
+) -> None:
+    """`serve` with the right password subscribes; with a wrong one it logs the refusal,
+    keeps running and retrying, and still stops at once on SIGTERM."""
+    password = broker.secrets[HUB_USER] if right else "wrong-password"
+    expected = "connected to 127.0.0.1" if right else "refused the connection"
+    log_path = tmp_path / "serve.log"
+
+    def output() -> str:
+        """The log with its lines joined (the console handler wraps long lines)."""
+        return " ".join(log_path.read_text(errors="replace").split())
+
+    with log_path.open("w+b") as log:
+        hub = subprocess.Popen(
+            lantern(
+                "-v",
+                "hub",
+                "serve",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--mqtt",
+                f"mqtt://{HUB_USER}@127.0.0.1:{broker.port}",
+                "--client-id",
+                unique_id("hub"),
+                "--session-expiry",
+                "0",
+                "--workers",
+                "1",
+            ),
+            env=hub_env(None) | {MQTT_PASSWORD_ENV: password},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert wait_until(lambda: expected in output(), 20.0, step=0.05), output()
+            time.sleep(0.5)
+            assert hub.poll() is None, output()
+            started = time.monotonic()
+            hub.send_signal(signal.SIGTERM)
+            assert hub.wait(timeout=10) == 0, output()
+            assert time.monotonic() - started < 5.0
+        finally:
+            if hub.poll() is None:
+                hub.kill()
+                hub.wait(timeout=10)
+    text = output()
+    assert password not in text
+    if not right:
+        assert text.count("refused the connection") >= 2, text  # it kept trying
+        assert "connected to 127.0.0.1" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "env_password", "message"),
+    [
+        ("mqtt://lantern-hub:secret@127.0.0.1:1", None, MQTT_PASSWORD_ENV),
+        ("mqtt://lantern-hub@127.0.0.1:1", None, f"{MQTT_PASSWORD_ENV} is not set"),
+        ("mqtt://127.0.0.1:1", "pw", "names no user"),
+        ("http://127.0.0.1:1", None, "mqtt[s]://"),
+    ],
+    ids=["password-in-url", "no-password", "password-without-user", "bad-scheme"],
+)
+def test_serve_refuses_bad_broker_logins_before_starting(
+    tmp_path: Path, url: str, env_password: str | None, message: str
+) -> None:
+    env = hub_env(None)
+    if env_password is not None:
+        env[MQTT_PASSWORD_ENV] = env_password
+    result = subprocess.run(
+        lantern("hub", "serve", "--data-dir", str(tmp_path / "data"), "--mqtt", url),
+        env=env,
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    stderr = " ".join(result.stderr.decode().split())
+    assert result.returncode == 2, stderr
+    assert message in stderr, stderr
+    assert ":secret@" not in stderr  # the refusal does not echo a password
+    assert not (tmp_path / "data" / "lantern.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://127.0.0.1", BrokerUrl("127.0.0.1", 1883, False, None)),
+        ("mqtts://broker.example", BrokerUrl("broker.example", 8883, True, None)),
+        ("mqtts://hub@broker.example:9883", BrokerUrl("broker.example", 9883, True, "hub")),
+        ("mqtt://lantern-hub@[::1]:1884", BrokerUrl("::1", 1884, False, "lantern-hub")),
+    ],
+)
+def test_broker_urls(url: str, expected: BrokerUrl) -> None:
+    assert parse_broker_url(url) == expected
+
+
+def test_a_password_in_the_broker_url_is_refused() -> None:
+    with pytest.raises(ValueError, match=MQTT_PASSWORD_ENV) as caught:
+        parse_broker_url("mqtts://hub:hunter2@broker.example")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_tls_settings_make_a_verifying_context(tmp_path: Path) -> None:
+    plain = HubMqttSettings()
+    assert plain.ssl_context() is None
+    context = HubMqttSettings(tls=True).ssl_context()
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("not a certificate", encoding="utf-8")
+    with pytest.raises(ValueError, match="CA file"):
+        HubMqttSettings(tls=True, ca_file=bad_ca).ssl_context()
+    with pytest.raises(ValueError, match="TLS"):
+        HubMqttSettings(ca_file=bad_ca)
+    with pytest.raises(ValueError, match="username"):
+        HubMqttSettings(password=SecretStr("x"))
+    assert "pw-value" not in repr(HubMqttSettings(username="hub", password=SecretStr("pw-value")))

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devices.protocol import ConfigMessage, config_topic, decode
+from edge.comms.mqtt import MqttPeer
 from hub.db.engine import make_engine
 from tests.edge.mqtt_helpers import PrivateBroker, free_port, run_env, unique_id, wait_until
 from tests.hub.test_ingest import FakeDevices, register
@@ -140,6 +142,39 @@ def test_serve_http_runs_api_and_ingest_on_one_database(
             devices_page = http.get("/api/v1/devices", headers=bearer)
             assert devices_page.status_code == 200, devices_page.text
             assert device_id in devices_page.text
+
+            # A device registered through the API gets its configuration, retained,
+            # through the hub's own broker connection.
+            site = http.post(
+                "/api/v1/sites", json={"site_id": "serve-site", "name": "S"}, headers=bearer
+            )
+            assert site.status_code == 201, site.text
+            new_device = unique_id("ankle")
+            registered = http.post(
+                "/api/v1/devices",
+                json={
+                    "device_id": new_device,
+                    "model": "lantern-ankle-a1",
+                    "site_id": "serve-site",
+                },
+                headers=bearer,
+            )
+            assert registered.status_code == 201, registered.text
+            assert registered.json()["config"]["push"] == "published"
+            peer = MqttPeer(
+                unique_id("cfg"),
+                broker.settings(session_expiry_s=0),
+                subscriptions=[(config_topic(new_device), 1)],
+            )
+            peer.start()
+            try:
+                raw = peer.get_message(10)
+            finally:
+                peer.close(2)
+            assert raw is not None, output()
+            config = decode(raw.topic, raw.payload).message
+            assert isinstance(config, ConfigMessage) and config.body.version == 1
+            assert config.body.sha256 == registered.json()["config"]["desired_sha256"]
 
         started = time.monotonic()
         hub.send_signal(signal.SIGTERM)
