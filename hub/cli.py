@@ -25,18 +25,21 @@ from hub.audit import verify
 from hub.cli_options import DatabaseUrl, resolve_database_url
 from hub.db.engine import make_engine
 from hub.db.migrate import current_revision, head_revision, upgrade
+from hub.gallery_cli import rebuild_galleries
 from hub.settings import MQTT_PASSWORD_ENV, HubSettings
 
 if TYPE_CHECKING:
     from hub.comms.mqtt import HubMqttClient, HubMqttSettings
     from hub.configpush import ConfigPublisher
+    from hub.runtime import HubRuntime
 
 __all__ = ["app", "audit_app"]
 
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(
-    help="The hub: run it (serve) and administer its database (migrate).",
+    help="The hub: run it (serve), upgrade its database (migrate), rebuild its face "
+    "galleries (rebuild-galleries).",
     no_args_is_help=True,
 )
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
@@ -45,7 +48,7 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 @app.callback()
 def _hub() -> None:
     """The hub: ``serve`` runs ingest (and the API with ``--http``), ``migrate`` upgrades
-    the database."""
+    the database, ``rebuild-galleries`` rebuilds the face galleries from it."""
 
 
 @audit_app.callback()
@@ -67,6 +70,9 @@ def migrate(
     finally:
         engine.dispose()
     typer.echo(f"database at revision {after} (was {before}; newest {head_revision()})")
+
+
+app.command("rebuild-galleries")(rebuild_galleries)
 
 
 @audit_app.command("verify")
@@ -178,6 +184,7 @@ def serve(
     # Imported here so `lantern hub migrate` does not need the MQTT stack.
     from hub.configpush import republish_all
     from hub.ingest import Ingest, IngestSettings
+    from hub.runtime import HubRuntime
 
     mqtt_settings = _mqtt_settings(mqtt, mqtt_ca, client_id, session_expiry_s)
     if database_url is None:
@@ -200,7 +207,14 @@ def serve(
     signal.signal(signal.SIGINT, _on_signal)
     try:
         upgrade(engine)
-        ingest = Ingest(engine, mqtt_settings, IngestSettings(workers=workers))
+        runtime = HubRuntime.build(engine, data_dir)
+        ingest = Ingest(
+            engine,
+            mqtt_settings,
+            IngestSettings(workers=workers),
+            sightings=runtime.sightings,
+            observer=runtime.observer if http_address else None,
+        )
         try:
             ingest.start(timeout=0.0)
             if not _wait_subscribed(ingest.client, stop, 15.0):
@@ -215,12 +229,13 @@ def serve(
                 workers,
             )
             if settings is not None and http_address is not None and not stop.is_set():
-                _serve_http(settings, engine, *http_address, publisher=ingest.client)
+                _serve_http(settings, engine, *http_address, runtime, publisher=ingest.client)
             else:
                 while not stop.wait(1.0):
                     pass
         finally:
             ingest.stop(timeout=15.0)
+            runtime.close()
         logger.info("hub stopped")
     finally:
         engine.dispose()
@@ -284,17 +299,19 @@ def _serve_http(
     engine: Engine,
     host: str,
     port: int,
+    runtime: HubRuntime,
     *,
     publisher: ConfigPublisher | None = None,
 ) -> None:
-    """Serve the API with uvicorn in this (the main) thread until a signal stops it;
-    configurations the API renders are published through ``publisher``."""
+    """Serve the API with uvicorn in this (the main) thread until a signal stops it.
+    The API shares ``runtime`` (galleries, feed) with ingest; configurations it
+    renders are published through ``publisher``."""
     import uvicorn
 
     from hub.api import create_app
 
     app = create_app(settings, engine)
-    app.state.config_publisher = publisher
+    runtime.install(app, publisher)
     config = uvicorn.Config(
         app,
         host=host,

@@ -48,7 +48,7 @@ from devices.protocol import (
     PositionEvent,
     SightingEvent,
 )
-from hub.db.models import Device
+from hub.db.models import Device, Person, Sighting, SightingCandidate
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -353,14 +353,50 @@ class FeedObserver:
                 self._sites.pop(device_id, None)
 
     def on_event(self, message: EventEnvelope, received_at: datetime) -> None:
-        """Publish a newly stored event."""
+        """Publish a newly stored event; a sighting carries its candidates (ingest
+        matches it before the observer runs)."""
         site_id = self.site_of(message.device_id)
         if site_id is None:
             logger.debug("no site for %s; event not fed", message.device_id)
             return
         delta = delta_for_event(site_id, message, received_at)
-        if delta is not None:
-            self.broker.publish(delta)
+        if delta is None:
+            return
+        if isinstance(message, SightingEvent):
+            delta = delta.model_copy(
+                update={"data": delta.data | self._sighting_candidates(message)}
+            )
+        self.broker.publish(delta)
+
+    def _sighting_candidates(self, message: SightingEvent) -> dict[str, Any]:
+        """The stored sighting's id and its candidates, best first."""
+        with Session(self.engine) as session:
+            sighting_id = session.scalar(
+                select(Sighting.id).where(
+                    Sighting.device_id == message.device_id,
+                    Sighting.event_id == message.event_id,
+                )
+            )
+            rows = session.execute(
+                select(SightingCandidate, Person.display_name, Person.category)
+                .join(Person, Person.id == SightingCandidate.person_id)
+                .where(SightingCandidate.sighting_id == sighting_id)
+                .order_by(SightingCandidate.rank)
+            ).all()
+        return {
+            "sighting_id": sighting_id,
+            "candidates": [
+                {
+                    "person_id": candidate.person_id,
+                    "display_name": name,
+                    "category": category,
+                    "gallery": candidate.gallery,
+                    "score": round(candidate.score, 4),
+                    "rank": candidate.rank,
+                }
+                for candidate, name, category in rows
+            ],
+        }
 
     def on_device_state(self, device_id: str, state: DeviceState) -> None:
         """Publish an applied device state."""

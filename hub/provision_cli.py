@@ -98,6 +98,7 @@ def provision_device(
     *,
     rotate: bool = False,
     actor: str = "cli:unknown",
+    actor_role: str = "cli",
 ) -> Provisioned:
     """Register ``device_id`` (or, with ``rotate``, renew its credential) and return
     the new credential, whose secret the caller shows once.
@@ -154,7 +155,7 @@ def provision_device(
         audit.append(
             session,
             actor=actor,
-            role="cli",
+            role=actor_role,
             action="device.rotate_credential" if device is not None else "device.provision",
             target=f"device:{device_id}",
             result=f"model={model.id} site={site_id}",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, TypeVarTuple
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import BaseModel
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from hub.auth import InvalidToken, decode_token
@@ -38,8 +38,10 @@ __all__ = [
     "RoleGuard",
     "SettingsDep",
     "declared_roles",
+    "fetch_page",
     "paginate",
     "require",
+    "to_page",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,22 @@ def _pagination(
 PageParams = Annotated[Pagination, Depends(_pagination)]
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
+Columns = TypeVarTuple("Columns")
+
+
+def fetch_page(
+    session: Session, stmt: Select[*Columns], page: Pagination, *order_by: Any
+) -> tuple[list[Row[*Columns]], int]:
+    """The rows of one page of ``stmt`` (filters applied) ordered by ``order_by``, and
+    the number of rows matching the filters over all pages."""
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.execute(stmt.order_by(*order_by).limit(page.limit).offset(page.offset))
+    return list(rows.all()), total
+
+
+def to_page(items: list[ItemT], total: int, page: Pagination) -> Page[ItemT]:
+    """A :class:`Page` of ``items`` out of ``total``."""
+    return Page[ItemT](items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 def paginate(
@@ -101,13 +119,9 @@ def paginate(
     *order_by: Any,
 ) -> Page[ItemT]:
     """One page of ``stmt`` (a select of one ORM entity, filters applied) ordered by
-    ``order_by``, each row turned into a public model by ``item``, with the total count
-    of rows matching the filters."""
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(*order_by).limit(page.limit).offset(page.offset))
-    return Page[ItemT](
-        items=[item(row) for row in rows], total=total, limit=page.limit, offset=page.offset
-    )
+    ``order_by``, each entity turned into a public model by ``item``."""
+    rows, total = fetch_page(session, stmt, page, *order_by)
+    return to_page([item(row[0]) for row in rows], total, page)
 
 
 @dataclass(frozen=True)

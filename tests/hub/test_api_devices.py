@@ -216,7 +216,7 @@ def test_register_shows_the_secret_once_and_renders_the_config(
         stored = session.scalars(select(Credential.secret_hash)).all()
         assert all(secret not in (value or "") for value in stored)
     actions = audit_actions(engine)
-    assert ("device.provision", "device:ankle-0001", "api:admin-user") in actions
+    assert ("device.provision", "device:ankle-0001", "admin-user") in actions
     assert ("device.config_push", "device:ankle-0001", "admin-user") in actions
     again = client.post(
         "/api/v1/devices",
@@ -309,7 +309,7 @@ def test_rotation_replaces_the_secret_at_once(
     assert new != old
     stored = api_hash(engine, "ankle-0005")
     assert verify_api_secret(new, stored) and not verify_api_secret(old, stored)
-    assert ("device.rotate_credential", "device:ankle-0005", "api:admin-user") in audit_actions(
+    assert ("device.rotate_credential", "device:ankle-0005", "admin-user") in audit_actions(
         engine
     )
     assert (

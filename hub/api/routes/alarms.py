@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 
 from devices.protocol import AlarmType
-from hub.api.deps import AuthUser, DbSession, PageParams, require
+from hub.api.deps import AuthUser, DbSession, PageParams, fetch_page, require, to_page
 from hub.api.schemas import Page
 from hub.db.models import Alarm, Device
 from hub.db.users import Role
@@ -110,18 +110,8 @@ def list_alarms(
         stmt = stmt.where(Alarm.captured_at >= since)
     if until is not None:
         stmt = stmt.where(Alarm.captured_at <= until)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.execute(
-        stmt.order_by(Alarm.captured_at.desc(), Alarm.id.desc())
-        .limit(page.limit)
-        .offset(page.offset)
-    ).all()
-    return Page[AlarmPublic](
-        items=[AlarmPublic.of(alarm, site) for alarm, site in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    rows, total = fetch_page(session, stmt, page, Alarm.captured_at.desc(), Alarm.id.desc())
+    return to_page([AlarmPublic.of(alarm, site) for alarm, site in rows], total, page)
 
 
 @router.get(

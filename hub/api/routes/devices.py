@@ -220,7 +220,12 @@ def post_device(
         raise _config_invalid(exc, registry_loc=["body"]) from exc
     try:
         done = provision_device(
-            engine, body.device_id, model.id, body.site_id, actor=f"api:{caller.username}"
+            engine,
+            body.device_id,
+            model.id,
+            body.site_id,
+            actor=caller.username,
+            actor_role=caller.role.value,
         )
     except AlreadyProvisioned as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="device already registered") from exc
@@ -261,7 +266,13 @@ def post_rotate(
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device")
     done = provision_device(
-        engine, device_id, device.model, device.site_id, rotate=True, actor=f"api:{caller.username}"
+        engine,
+        device_id,
+        device.model,
+        device.site_id,
+        rotate=True,
+        actor=caller.username,
+        actor_role=caller.role.value,
     )
     return SecretIssued(
         device_id=device_id,

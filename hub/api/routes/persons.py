@@ -29,7 +29,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from hub import audit
-from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, paginate, require
+from hub.api.deps import (
+    AuthUser,
+    DbSession,
+    EngineDep,
+    PageParams,
+    fetch_page,
+    paginate,
+    require,
+    to_page,
+)
 from hub.api.schemas import Page
 from hub.db.engine import write_session
 from hub.db.models import FaceTemplate, Person, Site
@@ -286,15 +295,10 @@ def list_persons(
     stmt = select(Person).where(Person.category.in_([category] if category else sorted(visible)))
     if site_id is not None:
         stmt = stmt.where(Person.site_id == site_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = list(session.scalars(stmt.order_by(Person.id).limit(page.limit).offset(page.offset)))
-    counts = _template_counts(session, [p.id for p in rows])
-    return Page[PersonPublic](
-        items=[_public(p, counts.get(p.id, 0)) for p in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    rows, total = fetch_page(session, stmt, page, Person.id)
+    persons = [row[0] for row in rows]
+    counts = _template_counts(session, [p.id for p in persons])
+    return to_page([_public(p, counts.get(p.id, 0)) for p in persons], total, page)
 
 
 @router.get(

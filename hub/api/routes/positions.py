@@ -27,9 +27,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from hub.api.deps import AuthUser, DbSession, PageParams, require
+from hub.api.deps import AuthUser, DbSession, PageParams, fetch_page, paginate, require, to_page
 from hub.api.schemas import Page
 from hub.db.models import Device, Position
 from hub.db.users import Role
@@ -194,17 +194,14 @@ def latest_positions(
         stmt = stmt.where(Device.site_id == site_id)
     if device_id is not None:
         stmt = stmt.where(Device.device_id == device_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.execute(
-        stmt.order_by(Device.device_id).limit(page.limit).offset(page.offset)
-    ).all()
+    rows, total = fetch_page(session, stmt, page, Device.device_id)
     items = [
         LatestPosition.model_validate(
             PositionFix.model_validate(position).model_dump() | {"site_id": site}
         )
         for position, site in rows
     ]
-    return Page[LatestPosition](items=items, total=total, limit=page.limit, offset=page.offset)
+    return to_page(items, total, page)
 
 
 @router.get(
@@ -295,22 +292,6 @@ def device_positions(
 ) -> Page[PositionFix]:
     """The device's fixes, newest first by capture time: ``limit`` is how many."""
     _device_or_404(session, device_id)
-    total = (
-        session.scalar(
-            select(func.count()).select_from(Position).where(Position.device_id == device_id)
-        )
-        or 0
-    )
-    rows = session.scalars(
-        select(Position)
-        .where(Position.device_id == device_id)
-        .order_by(Position.captured_at.desc(), Position.id.desc())
-        .limit(page.limit)
-        .offset(page.offset)
-    )
-    return Page[PositionFix](
-        items=[PositionFix.model_validate(p) for p in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    stmt = select(Position).where(Position.device_id == device_id)
+    order = (Position.captured_at.desc(), Position.id.desc())
+    return paginate(session, stmt, page, PositionFix.model_validate, *order)

@@ -18,7 +18,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from hub import audit
-from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, require
+from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, fetch_page, require, to_page
 from hub.api.schemas import Page
 from hub.db.engine import write_session
 from hub.db.models import Device, Person, Sighting, SightingCandidate
@@ -136,21 +136,14 @@ def list_sightings(
     if has_candidates is not None:
         matched = exists().where(SightingCandidate.sighting_id == Sighting.id)
         stmt = stmt.where(matched if has_candidates else ~matched)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.execute(
-        stmt.order_by(Sighting.captured_at.desc(), Sighting.id.desc())
-        .limit(page.limit)
-        .offset(page.offset)
-    ).all()
-    counts = _counts(session, [s.id for s, _ in rows])
-    return Page[SightingPublic](
-        items=[
-            SightingPublic.model_validate(_public(s, site, counts.get(s.id, 0))) for s, site in rows
-        ],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
+    rows, total = fetch_page(
+        session, stmt, page, Sighting.captured_at.desc(), Sighting.id.desc()
     )
+    counts = _counts(session, [s.id for s, _ in rows])
+    items = [
+        SightingPublic.model_validate(_public(s, site, counts.get(s.id, 0))) for s, site in rows
+    ]
+    return to_page(items, total, page)
 
 
 def _load(session: Session, sighting_id: int) -> tuple[Sighting, str]:
