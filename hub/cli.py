@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from hub.audit import verify
-from hub.cli_options import DatabaseUrl, resolve_database_url
+from hub.cli_options import DatabaseUrl, DataDir, resolve_database_url
 from hub.db.engine import make_engine
 from hub.db.migrate import current_revision, head_revision, upgrade
 from hub.gallery_cli import rebuild_galleries
@@ -59,10 +59,11 @@ def _audit() -> None:
 @app.command()
 def migrate(
     database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Upgrade the database schema (to the newest revision by default)."""
-    engine = make_engine(resolve_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url, data_dir))
     try:
         before = current_revision(engine)
         upgrade(engine, revision)
@@ -76,9 +77,9 @@ app.command("rebuild-galleries")(rebuild_galleries)
 
 
 @audit_app.command("verify")
-def verify_command(database_url: DatabaseUrl = None) -> None:
+def verify_command(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
     """Recompute the audit hash chain; exit 1 naming the first bad row if broken."""
-    engine = make_engine(resolve_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url, data_dir))
     try:
         with Session(engine) as session:
             result = verify(session)
