@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from hub.auth import UserExists, UserNotFound, check_password, create_user, disable_user
-from hub.cli_options import DatabaseUrl, cli_actor, resolve_database_url
+from hub.cli_options import DatabaseUrl, DataDir, cli_actor, resolve_database_url
 from hub.db.engine import make_engine
 from hub.db.users import Role, User
 
@@ -51,6 +51,7 @@ def create(
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Create a user; the password comes from stdin or a no-echo prompt, never argv."""
     password = _read_password(password_stdin)
@@ -59,7 +60,7 @@ def create(
     except ValueError as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(2) from exc
-    engine = make_engine(resolve_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url, data_dir))
     try:
         user: User = create_user(
             engine,
@@ -84,9 +85,10 @@ def create(
 def disable(
     user_id: Annotated[int, typer.Argument(help="Id of the user to disable.")],
     database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Disable a user: they can no longer log in, and their tokens stop working."""
-    engine = make_engine(resolve_database_url(database_url))
+    engine = make_engine(resolve_database_url(database_url, data_dir))
     try:
         user = disable_user(engine, user_id, actor=cli_actor(), actor_role="cli")
     except UserNotFound as exc:
