@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, TypeVarTuple
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
@@ -34,6 +34,7 @@ __all__ = [
     "DbSession",
     "EngineDep",
     "PageParams",
+    "RowId",
     "Pagination",
     "RoleGuard",
     "SettingsDep",
@@ -91,6 +92,13 @@ def _pagination(
 
 
 PageParams = Annotated[Pagination, Depends(_pagination)]
+
+MAX_ROW_ID = 2**63 - 1
+"""Largest surrogate key (BIGINT); larger path values are refused with 422, not
+handed to the database."""
+
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="Row id.")]
+"""A path parameter naming a row by its integer id."""
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
 Columns = TypeVarTuple("Columns")

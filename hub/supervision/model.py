@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "AlertTransition",
@@ -36,6 +37,7 @@ __all__ = [
     "ProximityParams",
     "Rule",
     "RuleKind",
+    "RuleParams",
     "RuleState",
     "Severity",
     "SilenceParams",
@@ -116,7 +118,9 @@ class CurfewWindow(_Model):
     """One weekly window: ``days`` (0 = Monday) from ``start`` to ``end`` wall-clock time
     ("HH:MM"); an ``end`` before ``start`` runs past midnight into the next day."""
 
-    days: list[int] = Field(min_length=1, description="Weekdays the window starts on, 0=Mon.")
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
+        min_length=1, max_length=7, description="Weekdays the window starts on, 0=Mon."
+    )
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Start, HH:MM.")
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="End, HH:MM.")
 
@@ -132,6 +136,25 @@ class CurfewParams(_Model):
         default_factory=list, description="Periods the curfew is lifted (from, to)."
     )
     grace_s: int = Field(default=300, ge=0, le=7200, description="Lateness tolerated.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("exceptions")
+    @classmethod
+    def _ordered_exceptions(
+        cls, value: list[tuple[datetime, datetime]]
+    ) -> list[tuple[datetime, datetime]]:
+        for start, end in value:
+            if end <= start:
+                raise ValueError("an exception must end after it starts")
+        return value
 
 
 class ProximityParams(_Model):
@@ -172,6 +195,14 @@ class Rule(_Model):
     confirm_m: int = Field(default=3, ge=1, le=20, description="... out of the last M.")
     dwell_s: int = Field(default=30, ge=0, le=3600, description="Violation must last this long.")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if self.valid_until is not None and self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        if self.confirm_n > self.confirm_m:
+            raise ValueError("confirm_n cannot exceed confirm_m")
+        return self
+
     @property
     def kind(self) -> RuleKind:
         return RuleKind(self.params.kind)
@@ -194,16 +225,16 @@ class AlertTransition(_Model):
 
     key: str = Field(description="Stable id: the same violation always gets the same key.")
     action: Literal["raise", "clear"]
-    type: str = Field(description="e.g. exclusion.entered, inclusion.exited, curfew.absent, "
-                      "curfew.silent, proximity.breach, silence, fix.implausible")
+    type: str = Field(
+        description="e.g. exclusion.entered, inclusion.exited, curfew.absent, "
+        "curfew.silent, proximity.breach, silence, fix.implausible"
+    )
     severity: Severity
     subject_id: str
     device_id: str
     rule_id: str | None = Field(description="None for engine-level flags (implausible fix).")
     at: datetime = Field(description="Event time the condition began (raise) or ended (clear).")
-    retrospective: bool = Field(
-        default=False, description="Found only in late (backfilled) data."
-    )
+    retrospective: bool = Field(default=False, description="Found only in late (backfilled) data.")
     evidence: list[Fix] = Field(default_factory=list, description="Fixes that decided it.")
     detail: str = Field(default="", description="Human-readable explanation.")
 

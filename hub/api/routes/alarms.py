@@ -12,12 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, select
 
 from devices.protocol import AlarmType
-from hub.api.deps import AuthUser, DbSession, PageParams, fetch_page, require, to_page
+from hub.api.deps import AuthUser, DbSession, PageParams, RowId, fetch_page, require, to_page
 from hub.api.schemas import Page
 from hub.db.models import Alarm, Device
 from hub.db.users import Role
@@ -121,7 +121,7 @@ def list_alarms(
     responses={404: {"description": "No such alarm event."}},
 )
 def get_alarm(
-    alarm_id: Annotated[int, Path(ge=1, description="Row id of the alarm event.")],
+    alarm_id: RowId,
     _caller: Reader,
     session: DbSession,
 ) -> AlarmPublic:

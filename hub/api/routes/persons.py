@@ -34,6 +34,7 @@ from hub.api.deps import (
     DbSession,
     EngineDep,
     PageParams,
+    RowId,
     fetch_page,
     paginate,
     require,
@@ -307,7 +308,7 @@ def list_persons(
     summary="Read a person",
     responses={404: {"description": "No such person."}},
 )
-def get_person(person_id: int, caller: Reader, session: DbSession) -> PersonPublic:
+def get_person(person_id: RowId, caller: Reader, session: DbSession) -> PersonPublic:
     """One person record."""
     person = _readable(session, person_id, caller)
     return _public(person, _template_counts(session, [person.id]).get(person.id, 0))
@@ -320,7 +321,7 @@ def get_person(person_id: int, caller: Reader, session: DbSession) -> PersonPubl
     responses={404: {"description": "No such person."}},
 )
 def delete_person(
-    person_id: int, request: Request, caller: Writer, engine: EngineDep
+    person_id: RowId, request: Request, caller: Writer, engine: EngineDep
 ) -> PersonDeleted:
     """Delete a person with their templates and sighting candidates, and remove their
     vectors from every gallery (audited ``person.delete``)."""
@@ -392,7 +393,7 @@ def read_upload(upload: UploadFile, index: int) -> tuple[str, bytes]:
     },
 )
 def enrol_photos(
-    person_id: int,
+    person_id: RowId,
     request: Request,
     caller: Writer,
     engine: EngineDep,
@@ -465,7 +466,7 @@ def enrol_photos(
     responses={404: {"description": "No such person."}},
 )
 def list_templates(
-    person_id: int, caller: Reader, session: DbSession, page: PageParams
+    person_id: RowId, caller: Reader, session: DbSession, page: PageParams
 ) -> Page[TemplatePublic]:
     """The person's face templates by id (records only: no embeddings, no crops)."""
     _readable(session, person_id, caller)
@@ -498,8 +499,8 @@ def list_templates(
     },
 )
 def template_crop(
-    person_id: int,
-    template_id: int,
+    person_id: RowId,
+    template_id: RowId,
     case_id: CaseId,
     caller: Reader,
     engine: EngineDep,

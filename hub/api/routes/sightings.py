@@ -18,7 +18,16 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from hub import audit
-from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, fetch_page, require, to_page
+from hub.api.deps import (
+    AuthUser,
+    DbSession,
+    EngineDep,
+    PageParams,
+    RowId,
+    fetch_page,
+    require,
+    to_page,
+)
 from hub.api.schemas import Page
 from hub.db.engine import write_session
 from hub.db.models import Device, Person, Sighting, SightingCandidate
@@ -136,9 +145,7 @@ def list_sightings(
     if has_candidates is not None:
         matched = exists().where(SightingCandidate.sighting_id == Sighting.id)
         stmt = stmt.where(matched if has_candidates else ~matched)
-    rows, total = fetch_page(
-        session, stmt, page, Sighting.captured_at.desc(), Sighting.id.desc()
-    )
+    rows, total = fetch_page(session, stmt, page, Sighting.captured_at.desc(), Sighting.id.desc())
     counts = _counts(session, [s.id for s, _ in rows])
     items = [
         SightingPublic.model_validate(_public(s, site, counts.get(s.id, 0))) for s, site in rows
@@ -164,7 +171,7 @@ def _load(session: Session, sighting_id: int) -> tuple[Sighting, str]:
     responses={404: {"description": "No such sighting."}},
 )
 def get_sighting(
-    sighting_id: int,
+    sighting_id: RowId,
     caller: Reader,
     engine: EngineDep,
     case_id: Annotated[
@@ -220,7 +227,7 @@ def get_sighting(
     },
 )
 def sighting_crop(
-    sighting_id: int,
+    sighting_id: RowId,
     caller: Reader,
     engine: EngineDep,
     case_id: Annotated[

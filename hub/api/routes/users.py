@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select
 
-from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, paginate, require
+from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, RowId, paginate, require
 from hub.api.schemas import Page, UserCreate, UserPublic
 from hub.auth import UserExists, UserNotFound, create_user, disable_user
 from hub.db.users import Role, User
@@ -40,7 +40,7 @@ def list_users(
     summary="Read a user",
     responses={404: {"description": "No such user."}},
 )
-def get_user(user_id: int, _caller: Admin, session: DbSession) -> UserPublic:
+def get_user(user_id: RowId, _caller: Admin, session: DbSession) -> UserPublic:
     """One user by id."""
     user = session.get(User, user_id)
     if user is None:
@@ -82,7 +82,7 @@ def post_user(body: UserCreate, caller: Admin, engine: EngineDep) -> UserPublic:
         409: {"description": "An admin cannot disable their own account."},
     },
 )
-def post_disable(user_id: int, caller: Admin, engine: EngineDep) -> UserPublic:
+def post_disable(user_id: RowId, caller: Admin, engine: EngineDep) -> UserPublic:
     """Disable a user at once: their tokens stop working (audited; idempotent)."""
     if user_id == caller.id:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="cannot disable yourself")
