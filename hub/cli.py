@@ -213,10 +213,13 @@ def serve(
             engine,
             mqtt_settings,
             IngestSettings(workers=workers),
+            positions=runtime.supervision,
             sightings=runtime.sightings,
-            observer=runtime.observer if http_address else None,
+            alarms=runtime.supervision,
+            observer=runtime.observer,
         )
         try:
+            runtime.start()
             ingest.start(timeout=0.0)
             if not _wait_subscribed(ingest.client, stop, 15.0):
                 logger.warning("not subscribed yet after 15 s; still trying")

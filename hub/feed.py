@@ -68,7 +68,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DeltaType = Literal["position", "alarm", "sighting", "device_state"]
+DeltaType = Literal["position", "alarm", "sighting", "device_state", "alert"]
 DELTA_TYPES: tuple[DeltaType, ...] = get_args(DeltaType)
 
 DEFAULT_QUEUE_SIZE = 1000
@@ -397,6 +397,25 @@ class FeedObserver:
                 for candidate, name, category in rows
             ],
         }
+
+    def on_alert(self, alert: dict[str, Any]) -> None:
+        """Publish an alert the supervision engine raised or cleared (its public JSON
+        form, :class:`hub.alerts.AlertPublic`)."""
+        device_id = str(alert["device_id"])
+        site_id = self.site_of(device_id)
+        if site_id is None:
+            logger.debug("no site for %s; alert not fed", device_id)
+            return
+        at = alert.get("cleared_at") or alert["raised_at"]
+        self.broker.publish(
+            FeedDelta(
+                type="alert",
+                site_id=site_id,
+                device_id=device_id,
+                time=datetime.fromisoformat(at) if isinstance(at, str) else at,
+                data=alert,
+            )
+        )
 
     def on_device_state(self, device_id: str, state: DeviceState) -> None:
         """Publish an applied device state."""

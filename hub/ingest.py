@@ -15,9 +15,9 @@ Batches
     transaction. Should the batch fail, it is done again with one savepoint per
     message, so a failing message is quarantined and does not undo the others.
     After the commit it runs the post-commit stages (per-type processing:
-    :class:`PositionSink`, :class:`SightingSink`; notifications to an optional
-    :class:`EventObserver`), PUBACKs every message of the
-    batch and publishes one ``ack`` per device listing the event ids handled. A
+    :class:`PositionSink`, :class:`SightingSink`, :class:`AlarmSink`; notifications
+    to an optional :class:`EventObserver`), PUBACKs every message of the batch and
+    publishes one ``ack`` per device listing the event ids handled. A
     crash before the commit leaves every message of the batch un-PUBACKed, so the
     broker delivers it again; a crash after it causes redeliveries that
     insert-or-ignore turns into duplicates acked again, never stored twice. If the
@@ -74,6 +74,7 @@ from devices.protocol import (
     MAX_ACK_IDS,
     Ack,
     AckBody,
+    AlarmEvent,
     DecodedMessage,
     DeviceState,
     EventEnvelope,
@@ -94,6 +95,7 @@ from hub.db.repositories import apply_device_state, quarantine, store_event
 
 __all__ = [
     "AckCollector",
+    "AlarmSink",
     "Batch",
     "Dedupe",
     "Dispatch",
@@ -102,6 +104,7 @@ __all__ = [
     "IngestSettings",
     "IngestWorker",
     "Item",
+    "NullAlarmSink",
     "NullPositionSink",
     "NullSightingSink",
     "Notify",
@@ -152,11 +155,26 @@ class EventObserver(Protocol):
         """Take a device state that was applied (a stale one ignored is not passed)."""
 
 
+class AlarmSink(Protocol):
+    """Where stored device alarms go next (the supervision engine's alerts). Same
+    calling contract as :class:`PositionSink`."""
+
+    def on_alarm(self, event: AlarmEvent, received_at: datetime) -> None:
+        """Take one newly stored alarm (raised or cleared)."""
+
+
 class NullPositionSink:
     """The default :class:`PositionSink`: does nothing."""
 
     def on_position(self, event: PositionEvent, received_at: datetime) -> None:
         """Ignore the position."""
+
+
+class NullAlarmSink:
+    """The default :class:`AlarmSink`: does nothing."""
+
+    def on_alarm(self, event: AlarmEvent, received_at: datetime) -> None:
+        """Ignore the alarm."""
 
 
 class NullSightingSink:
@@ -318,21 +336,31 @@ class Store:
 
 
 class Dispatch:
-    """After the commit: newly stored positions and sightings go to their sinks."""
+    """After the commit: newly stored positions, sightings and alarms go to their sinks.
+    A sink that fails is logged; the event stays stored and acked (a sink is not a
+    reason for the device to send it again)."""
 
-    def __init__(self, positions: PositionSink, sightings: SightingSink) -> None:
+    def __init__(
+        self, positions: PositionSink, sightings: SightingSink, alarms: AlarmSink
+    ) -> None:
         self.positions = positions
         self.sightings = sightings
+        self.alarms = alarms
 
     def process(self, item: Item, batch: Batch) -> bool:
         if not item.new or item.decoded is None:
             return True
         message = item.decoded.message
         received_at = item.decoded.received_at
-        if isinstance(message, PositionEvent):
-            self.positions.on_position(message, received_at)
-        elif isinstance(message, SightingEvent):
-            self.sightings.on_sighting(message, received_at)
+        try:
+            if isinstance(message, PositionEvent):
+                self.positions.on_position(message, received_at)
+            elif isinstance(message, SightingEvent):
+                self.sightings.on_sighting(message, received_at)
+            elif isinstance(message, AlarmEvent):
+                self.alarms.on_alarm(message, received_at)
+        except Exception:
+            logger.exception("sink failed for %s", item.inbound.topic)
         return True
 
 
@@ -406,6 +434,7 @@ class IngestWorker:
         sightings: SightingSink,
         write_lock: threading.Lock | None = None,
         observer: EventObserver | None = None,
+        alarms: AlarmSink | None = None,
     ) -> None:
         self.index = index
         self.write_lock = write_lock
@@ -414,7 +443,10 @@ class IngestWorker:
         self.settings = settings
         self.queue: queue.Queue[Inbound | None] = queue.Queue()
         self.in_tx: list[Stage] = [Validate(), Dedupe(), Stamp(), Store()]
-        self.after_commit: list[Stage] = [Dispatch(positions, sightings), AckCollector()]
+        self.after_commit: list[Stage] = [
+            Dispatch(positions, sightings, alarms or NullAlarmSink()),
+            AckCollector(),
+        ]
         if observer is not None:
             self.after_commit.append(Notify(observer))
         self._stop = threading.Event()
@@ -556,6 +588,7 @@ class Ingest:
         *,
         positions: PositionSink | None = None,
         sightings: SightingSink | None = None,
+        alarms: AlarmSink | None = None,
         observer: EventObserver | None = None,
     ) -> None:
         self.settings = settings or IngestSettings()
@@ -580,6 +613,7 @@ class Ingest:
                 sightings or NullSightingSink(),
                 write_lock,
                 observer,
+                alarms,
             )
             for i in range(self.settings.workers)
         ]

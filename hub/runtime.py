@@ -10,9 +10,11 @@ against, and a position stored by ingest has to reach the feed's WebSocket clien
   from the ``face_templates`` table, and saved again on a clean stop;
 * the sighting sink (:class:`hub.sighting_matching.MatchingSightingSink`) that
   matches each new sighting against its site's galleries;
+* the supervision service (:class:`hub.supervision.service.SupervisionService`):
+  ingest's position and alarm sink, with its clock thread for curfews, silence and
+  SLA escalations; the API reloads it when zones or rules change;
 * the live feed (:class:`hub.feed.FeedBroker`) and the ingest observer that fills
-  it (:class:`hub.feed.FeedObserver`); the observer is only attached when the API
-  serves the feed.
+  it (:class:`hub.feed.FeedObserver`), which also carries the supervision alerts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hub.configpush import ConfigPublisher
 from hub.feed import FeedBroker, FeedObserver
 from hub.galleries import GalleryService
 from hub.sighting_matching import MatchingSightingSink
+from hub.supervision.service import SupervisionService
 
 __all__ = ["HubRuntime"]
 
@@ -41,32 +44,43 @@ class HubRuntime:
     engine: Engine
     galleries: GalleryService
     sightings: MatchingSightingSink
+    supervision: SupervisionService
     feed: FeedBroker
     observer: FeedObserver
 
     @classmethod
     def build(cls, engine: Engine, data_dir: Path) -> HubRuntime:
-        """Load the galleries and make the sink, feed and observer on ``engine``."""
+        """Load the galleries and the supervision state; make the sinks, the feed and
+        its observer on ``engine``. Nothing runs until :meth:`start`."""
         galleries = GalleryService(cache_dir=data_dir / "galleries")
         counts = galleries.load_from_db(engine)
         logger.info("galleries loaded: %s", counts or "none enrolled")
         feed = FeedBroker()
+        observer = FeedObserver(engine, feed)
         return cls(
             engine=engine,
             galleries=galleries,
             sightings=MatchingSightingSink(engine, galleries),
+            supervision=SupervisionService(engine, on_alert=observer.on_alert),
             feed=feed,
-            observer=FeedObserver(engine, feed),
+            observer=observer,
         )
+
+    def start(self) -> None:
+        """Start the supervision clock."""
+        self.supervision.start()
 
     def install(self, app: FastAPI, publisher: ConfigPublisher | None) -> None:
         """Give the API this process's galleries, feed and config publisher."""
         app.state.galleries = self.galleries
         app.state.feed = self.feed
+        app.state.supervision = self.supervision
         app.state.config_publisher = publisher
 
     def close(self) -> None:
-        """Save the galleries so the next start can load them instead of rebuilding."""
+        """Stop the supervision clock (its state is saved) and save the galleries so
+        the next start can load them instead of rebuilding."""
+        self.supervision.stop()
         try:
             paths = self.galleries.save(self.engine)
         except Exception:

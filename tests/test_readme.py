@@ -3,6 +3,7 @@ with the roles the route admits, and every command group is documented."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -43,3 +44,28 @@ def test_every_lantern_command_group_is_in_the_readme() -> None:
     assert groups
     for name in groups:
         assert f"lantern {name}" in text, name
+
+
+def test_the_supervision_examples_are_valid_zones_and_rules() -> None:
+    """Every JSON block of the README's supervision section is a zone the API accepts
+    (validated geometry) or a rule it accepts, and every rule kind has an example."""
+    from hub.api.routes.rules import RuleCreate
+    from hub.api.routes.zones import ZoneFeatureIn
+    from hub.supervision.model import Zone
+    from hub.supervision.zones import validate_zone
+
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Supervision") : text.index("## Benchmarks")]
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S)]
+    kinds = set()
+    zones = 0
+    for block in blocks:
+        if block.get("type") == "Feature":
+            feature = ZoneFeatureIn.model_validate(block)
+            props = feature.properties.model_dump()
+            validate_zone(Zone(id=feature.id or "x", geometry=feature.geometry, **props))
+            zones += 1
+        else:
+            kinds.add(RuleCreate.model_validate(block).params.kind)
+    assert kinds == {"inclusion", "exclusion", "curfew", "proximity", "silence"}
+    assert zones >= 4

@@ -14,9 +14,12 @@ import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.auth import ACCESS_TOKEN_TTL
 from hub.db.engine import make_engine
@@ -30,14 +33,17 @@ from .routes import (
     devices,
     feed,
     health,
+    incidents,
     metrics,
     persons,
     positions,
+    rules,
     search,
     sightings,
     sites,
     users,
     watchlists,
+    zones,
 )
 
 DOMAIN_ROUTERS = (
@@ -53,6 +59,9 @@ DOMAIN_ROUTERS = (
     sightings,
     positions,
     alarms,
+    zones,
+    rules,
+    incidents,
     feed,
 )
 """Every domain's router module, included under ``/api/v1`` in this order."""
@@ -97,8 +106,35 @@ def create_app(
     for module in DOMAIN_ROUTERS:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
+    app.add_exception_handler(StarletteHTTPException, _unparsable_body_is_422)
     check_guards(app)
     return app
+
+
+_BODY_PARSE_ERROR = "There was an error parsing the body"
+"""FastAPI's 400 detail for a body it cannot decode at all (bad UTF-8, broken form)."""
+
+
+async def _unparsable_body_is_422(request: Request, exc: Exception) -> Response:
+    """Every request-validation failure is a 422 with a field path: a body FastAPI
+    cannot even decode (it answers 400) becomes a 422 located at ``body``."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and exc.detail == _BODY_PARSE_ERROR:
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            content={
+                "detail": [
+                    {
+                        "type": "body_unparsable",
+                        "loc": ["body"],
+                        "msg": "the request body could not be decoded (not UTF-8 JSON or "
+                        "well-formed form data)",
+                        "input": None,
+                    }
+                ]
+            },
+        )
+    return await http_exception_handler(request, exc)
 
 
 def api_routes(app: FastAPI) -> Iterator[tuple[str, str, APIRoute]]:

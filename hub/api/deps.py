@@ -29,6 +29,7 @@ from .schemas import DEFAULT_LIMIT, MAX_LIMIT, Page
 
 __all__ = [
     "API_PREFIX",
+    "MAX_ROW_ID",
     "TOKEN_PATH",
     "AuthUser",
     "DbSession",

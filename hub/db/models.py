@@ -46,7 +46,12 @@ __all__ = [
     "NAMING_CONVENTION",
     "PERSON_CATEGORIES",
     "QUARANTINE_MAX_BYTES",
+    "INCIDENT_STATUSES",
+    "RULE_KINDS",
+    "SEVERITIES",
+    "ZONE_KINDS",
     "Alarm",
+    "Alert",
     "AuditEntry",
     "Base",
     "BigId",
@@ -56,6 +61,8 @@ __all__ = [
     "DeviceBoot",
     "EventColumns",
     "FaceTemplate",
+    "Incident",
+    "IncidentEvent",
     "Person",
     "Position",
     "Quarantine",
@@ -63,6 +70,9 @@ __all__ = [
     "SightingCandidate",
     "Site",
     "SiteGallery",
+    "SupervisionRule",
+    "SupervisionRuleState",
+    "SupervisionZone",
     "UtcDateTime",
     "utcnow",
 ]
@@ -423,3 +433,168 @@ class AuditEntry(Base):
     result: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+# -- supervision: zones, rules, their evaluation state, alerts and incidents ---------------
+
+ZONE_KINDS = ("residence", "county", "victim", "school", "perimeter", "other")
+"""What a zone is for (:class:`hub.supervision.model.ZoneKind`)."""
+
+RULE_KINDS = ("inclusion", "exclusion", "curfew", "proximity", "silence")
+"""The rule kinds (:class:`hub.supervision.model.RuleKind`)."""
+
+SEVERITIES = ("critical", "serious", "info")
+"""Alert and incident severities, most urgent first."""
+
+INCIDENT_STATUSES = ("open", "acknowledged", "escalated", "suspended", "cleared")
+"""Where an incident is in its lifecycle (see :mod:`hub.alerts`)."""
+
+
+class SupervisionZone(Base):
+    """A zone of the supervision engine: a GeoJSON geometry (WGS84), a circle (a Point
+    with ``radius_m``) or a corridor (a LineString with ``buffer_m``)."""
+
+    __tablename__ = "zones"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('residence', 'county', 'victim', 'school', 'perimeter', 'other')",
+            name="kind",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.site_id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    geometry: Mapped[dict[str, Any]] = mapped_column(JSON)
+    radius_m: Mapped[float | None] = mapped_column(Float)
+    buffer_m: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SupervisionRule(Base):
+    """A supervised person bound, through their device, to a condition (``params``, the
+    kind's parameters as JSON) for a validity period."""
+
+    __tablename__ = "rules"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('inclusion', 'exclusion', 'curfew', 'proximity', 'silence')", name="kind"
+        ),
+        CheckConstraint("severity IN ('critical', 'serious', 'info')", name="severity"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[int] = mapped_column(BigId, ForeignKey("persons.id"), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    severity: Mapped[str] = mapped_column(String(16))
+    valid_from: Mapped[datetime]
+    valid_until: Mapped[datetime | None]
+    enter_margin_m: Mapped[float] = mapped_column(Float)
+    exit_margin_m: Mapped[float] = mapped_column(Float)
+    confirm_n: Mapped[int] = mapped_column(Integer)
+    confirm_m: Mapped[int] = mapped_column(Integer)
+    dwell_s: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SupervisionRuleState(Base):
+    """The engine's evaluation state of one rule (opaque JSON), saved after each
+    evaluation that changed it, so a restart continues where it stopped."""
+
+    __tablename__ = "rule_states"
+
+    rule_id: Mapped[str] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True
+    )
+    subject_id: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Incident(Base):
+    """Related alerts of one subject (a person, or a device bound to nobody), worked
+    as one case: acknowledged, assigned, noted, escalated, suspended and cleared."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('open', 'acknowledged', 'escalated', 'suspended', 'cleared')",
+            name="status",
+        ),
+        CheckConstraint("severity IN ('critical', 'serious', 'info')", name="severity"),
+        Index(None, "status", "sla_due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    person_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="SET NULL"), index=True
+    )
+    device_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    severity: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime]
+    last_alert_at: Mapped[datetime]
+    sla_due_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    assigned_to: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL")
+    )
+    suspended_until: Mapped[datetime | None]
+    suspend_reason: Mapped[str | None] = mapped_column(Text)
+    escalated_at: Mapped[datetime | None]
+    cleared_at: Mapped[datetime | None]
+    cleared_by: Mapped[str | None] = mapped_column(String(200))
+    clear_note: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Alert(Base):
+    """An alert raised by the supervision engine or mapped from a device alarm;
+    ``key`` makes recording it idempotent, ``cleared_at`` is set when it ends."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint("severity IN ('critical', 'serious', 'info')", name="severity"),
+        Index(None, "person_id", "raised_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(40), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    person_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="SET NULL")
+    )
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    rule_id: Mapped[str | None] = mapped_column(String(64))
+    raised_at: Mapped[datetime]
+    cleared_at: Mapped[datetime | None]
+    retrospective: Mapped[bool] = mapped_column(Boolean, default=False)
+    evidence: Mapped[list[Any]] = mapped_column(JSON)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    incident_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IncidentEvent(Base):
+    """One step of an incident's timeline: opened, an alert joined, acknowledged, ..."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    note: Mapped[str | None] = mapped_column(Text)

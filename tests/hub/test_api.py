@@ -26,7 +26,7 @@ from hub.db.engine import write_session
 from hub.db.models import Device, Site
 from hub.db.users import User
 from hub.settings import HubSettings
-from tests.hub import policy_devices, policy_live, policy_persons
+from tests.hub import policy_devices, policy_live, policy_persons, policy_supervision
 
 SECRET = "api-Test_key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP-42"
 PASSWORD = "correct horse battery staple"
@@ -46,7 +46,13 @@ CORE_POLICY: dict[tuple[str, str], frozenset[Role] | None] = {
 }
 """The access policy of the core routes; each domain's table is in its own module."""
 
-POLICY = CORE_POLICY | policy_devices.POLICY | policy_persons.POLICY | policy_live.POLICY
+POLICY = (
+    CORE_POLICY
+    | policy_devices.POLICY
+    | policy_persons.POLICY
+    | policy_live.POLICY
+    | policy_supervision.POLICY
+)
 """The access policy: who may call what. A route change must change these tables."""
 
 PATH_VALUES = (
@@ -54,6 +60,7 @@ PATH_VALUES = (
     | policy_devices.PATH_VALUES
     | policy_persons.PATH_VALUES
     | policy_live.PATH_VALUES
+    | policy_supervision.PATH_VALUES
 )
 
 
@@ -361,3 +368,23 @@ def test_issued_token_expires(engine: Engine, app: FastAPI, client: TestClient) 
     old = issue_token(SECRET, user, ttl=timedelta(minutes=1), now=datetime.now(UTC) - timedelta(1))
     response = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {old}"})
     assert response.status_code == 401
+
+
+def test_an_undecodable_body_is_422_at_body(
+    client: TestClient, headers: dict[Role, dict[str, str]]
+) -> None:
+    response = client.post(
+        "/api/v1/users",
+        content=b"\x80\x81",  # not UTF-8: FastAPI itself would answer 400
+        headers=headers[Role.admin] | {"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_ids_beyond_bigint_are_422_not_a_server_error(
+    client: TestClient, headers: dict[Role, dict[str, str]]
+) -> None:
+    response = client.get("/api/v1/users/10648412277694747639808", headers=headers[Role.admin])
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["path", "user_id"]

@@ -280,7 +280,7 @@ def test_snapshot_then_deltas(
     with client.websocket_connect(f"{FEED}?access_token={token}") as ws:
         snapshot = ws.receive_json()
         assert snapshot["type"] == "snapshot" and snapshot["sites"] is None
-        assert snapshot["types"] == ["alarm", "device_state", "position", "sighting"]
+        assert snapshot["types"] == ["alarm", "alert", "device_state", "position", "sighting"]
         devices = {d["device_id"]: d for d in snapshot["devices"]}
         assert devices["ankle-a"]["status"] == "online" and devices["ankle-a"]["site_id"] == "north"
         assert devices["ankle-a"]["position"]["lat"] == 51.55  # the latest fix

@@ -9,13 +9,11 @@ Mosquitto, a real hub process, real face images (skipped without them).
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from websockets.sync.client import connect
 
@@ -31,9 +29,9 @@ from devices.protocol import (
 )
 from hub.enrolment import HUB_ENGINE_CONFIG, decode_photo, process_photo
 from models.engine import build_engine
-from tests.edge.mqtt_helpers import PrivateBroker, free_port, unique_id, wait_until
+from tests.edge.mqtt_helpers import PrivateBroker, unique_id
+from tests.hub.served import ServedHub
 from tests.hub.test_ingest import FakeDevices
-from tests.hub.test_serve import PASSWORD, SECRET, hub_env, lantern
 
 PERSON = "Colin_Powell"
 
@@ -81,118 +79,45 @@ def test_an_enrolled_person_is_matched_in_a_sighting_and_fed_live(
     seen = process_photo(face_engine, probe.name, decode_photo(probe.name, probe.read_bytes()))
     assert seen.vector is not None, seen.reasons
 
-    data_dir = tmp_path / "data"
-    db_url = f"sqlite:///{data_dir / 'lantern.db'}"
-    port = free_port()
-    log = (tmp_path / "hub.log").open("w+b")
-    hub = subprocess.Popen(
-        lantern(
-            "-v",
-            "hub",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--http",
-            f"127.0.0.1:{port}",
-            "--mqtt",
-            f"mqtt://127.0.0.1:{broker.port}",
-            "--client-id",
-            unique_id("hub"),
-        ),
-        env=hub_env(SECRET),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with ServedHub(tmp_path, broker.port) as hub:
+        http = hub.http
+        site = {"site_id": "gate-site", "name": "Main gate"}
+        assert http.post("/api/v1/sites", json=site).status_code == 201
+        watch = http.put("/api/v1/sites/gate-site/watchlists", json={"galleries": ["watchlist"]})
+        assert watch.status_code == 200, watch.text
+        camera = unique_id("cam")
+        registered = http.post(
+            "/api/v1/devices",
+            json={"device_id": camera, "model": "lantern-fixcam-f1", "site_id": "gate-site"},
+        )
+        assert registered.status_code == 201, registered.text
+        person = http.post(
+            "/api/v1/persons",
+            json={"category": "watchlist", "display_name": "Colin Powell", "case_id": "C-1"},
+        )
+        assert person.status_code == 201, person.text
+        person_id = person.json()["id"]
+        files = [("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in enrol]
+        enrolled = http.post(f"/api/v1/persons/{person_id}/photos", files=files)
+        assert enrolled.status_code == 200, enrolled.text
+        assert enrolled.json()["accepted"] == 3, enrolled.text
 
-    def output() -> str:
-        log.seek(0)
-        return log.read().decode(errors="replace")[-4000:]
+        with connect(hub.feed_url("&types=sighting"), open_timeout=10) as feed:
+            snapshot = json.loads(feed.recv(timeout=10))
+            assert snapshot["type"] == "snapshot"
+            with FakeDevices(broker.settings(), [camera]) as devices:
+                event = _sighting(camera, seen.vector)
+                devices.send_raw(topic_for(event), encode(event))
+                delta = json.loads(feed.recv(timeout=20))
+        assert delta["type"] == "sighting" and delta["device_id"] == camera, delta
+        candidates = delta["data"]["candidates"]
+        assert candidates and candidates[0]["person_id"] == person_id, delta
+        assert candidates[0]["display_name"] == "Colin Powell"
+        assert candidates[0]["rank"] == 1 and candidates[0]["gallery"] == "watchlist"
 
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as http:
-
-            def healthy() -> bool:
-                assert hub.poll() is None, f"hub exited {hub.returncode}: {output()}"
-                try:
-                    return http.get("/api/v1/health").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            assert wait_until(healthy, 30.0, step=0.1), output()
-            created = subprocess.run(
-                lantern(
-                    "users",
-                    "create",
-                    "--username",
-                    "ops",
-                    "--role",
-                    "admin",
-                    "--password-stdin",
-                    "--database-url",
-                    db_url,
-                ),
-                input=f"{PASSWORD}\n".encode(),
-                env=hub_env(None),
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-            assert created.returncode == 0, created.stderr.decode()
-            login = http.post("/api/v1/auth/token", data={"username": "ops", "password": PASSWORD})
-            token = login.json()["access_token"]
-            bearer = {"Authorization": f"Bearer {token}"}
-
-            site = {"site_id": "gate-site", "name": "Main gate"}
-            assert http.post("/api/v1/sites", json=site, headers=bearer).status_code == 201
-            watch = http.put(
-                "/api/v1/sites/gate-site/watchlists",
-                json={"galleries": ["watchlist"]},
-                headers=bearer,
-            )
-            assert watch.status_code == 200, watch.text
-            camera = unique_id("cam")
-            registered = http.post(
-                "/api/v1/devices",
-                json={"device_id": camera, "model": "lantern-fixcam-f1", "site_id": "gate-site"},
-                headers=bearer,
-            )
-            assert registered.status_code == 201, registered.text
-            person = http.post(
-                "/api/v1/persons",
-                json={"category": "watchlist", "display_name": "Colin Powell", "case_id": "C-1"},
-                headers=bearer,
-            )
-            assert person.status_code == 201, person.text
-            person_id = person.json()["id"]
-            files = [("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in enrol]
-            enrolled = http.post(f"/api/v1/persons/{person_id}/photos", files=files, headers=bearer)
-            assert enrolled.status_code == 200, enrolled.text
-            assert enrolled.json()["accepted"] == 3, enrolled.text
-
-            feed_url = f"ws://127.0.0.1:{port}/api/v1/feed?access_token={token}&types=sighting"
-            with connect(feed_url, open_timeout=10) as feed:
-                snapshot = json.loads(feed.recv(timeout=10))
-                assert snapshot["type"] == "snapshot"
-                with FakeDevices(broker.settings(), [camera]) as devices:
-                    event = _sighting(camera, seen.vector)
-                    devices.send_raw(topic_for(event), encode(event))
-                    delta = json.loads(feed.recv(timeout=20))
-            assert delta["type"] == "sighting" and delta["device_id"] == camera, delta
-            candidates = delta["data"]["candidates"]
-            assert candidates and candidates[0]["person_id"] == person_id, delta
-            assert candidates[0]["display_name"] == "Colin Powell"
-            assert candidates[0]["rank"] == 1 and candidates[0]["gallery"] == "watchlist"
-
-            listed = http.get(
-                "/api/v1/sightings", params={"has_candidates": "true"}, headers=bearer
-            ).json()
-            assert listed["total"] == 1, listed
-            assert listed["items"][0]["id"] == delta["data"]["sighting_id"]
-    finally:
-        if hub.poll() is None:
-            hub.terminate()
-            hub.wait(timeout=20)
-        log.close()
-    assert hub.returncode == 0, output()
+        listed = http.get("/api/v1/sightings", params={"has_candidates": "true"}).json()
+        assert listed["total"] == 1, listed
+        assert listed["items"][0]["id"] == delta["data"]["sighting_id"]
+        assert hub.stop() == 0, hub.output()
     # A clean stop saved the galleries for the next start.
-    assert any((data_dir / "galleries").rglob("*")), output()
+    assert any((hub.data_dir / "galleries").rglob("*")), hub.output()
