@@ -42,7 +42,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "CASE_STATUSES",
     "EVENT_MODELS",
+    "MATCH_PURPOSES",
     "NAMING_CONVENTION",
     "PERSON_CATEGORIES",
     "QUARANTINE_MAX_BYTES",
@@ -63,9 +65,14 @@ __all__ = [
     "FaceTemplate",
     "Incident",
     "IncidentEvent",
+    "MatchRequest",
+    "MatchRequestRegion",
     "Person",
     "Position",
     "Quarantine",
+    "ReunionCase",
+    "ReviewCandidate",
+    "ReviewDecision",
     "Sighting",
     "SightingCandidate",
     "Site",
@@ -246,6 +253,8 @@ class FaceTemplate(Base):
     crop_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The aligned face the template was made from (JPEG), for human review; shown
     only through audited routes."""
+    photo_taken_at: Mapped[datetime | None]
+    """When the photo was taken, if known (age-gap flags on reunion candidates)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -598,3 +607,155 @@ class IncidentEvent(Base):
     actor: Mapped[str] = mapped_column(String(200))
     action: Mapped[str] = mapped_column(String(40))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+# -- federation and reunion ------------------------------------------------------------------
+
+MATCH_PURPOSES = ("missing_person", "found_person", "criminal_investigation", "watchlist")
+"""Why a match request is made; each hub's policy says which purposes may search which
+of its galleries, from which peers."""
+
+CASE_STATUSES = ("open", "reunited", "withdrawn", "deceased")
+"""A missing or found person's case; closing it (any status but open) starts the
+retention clock."""
+
+
+class MatchRequest(Base):
+    """A case-bound face match request, as sent (``outgoing``) or received
+    (``incoming``); the same ``id`` on both hubs."""
+
+    __tablename__ = "match_requests"
+    __table_args__ = (
+        CheckConstraint("direction IN ('outgoing', 'incoming')", name="direction"),
+        CheckConstraint(
+            "purpose IN ('missing_person', 'found_person', 'criminal_investigation', "
+            "'watchlist')",
+            name="purpose",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    origin_hub: Mapped[str] = mapped_column(String(64))
+    requester: Mapped[str] = mapped_column(String(200))
+    case_id: Mapped[str] = mapped_column(String(100), index=True)
+    legal_basis: Mapped[str] = mapped_column(String(300))
+    purpose: Mapped[str] = mapped_column(String(32))
+    galleries: Mapped[list[str]] = mapped_column(JSON)
+    k: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str] = mapped_column(String(64))
+    probe: Mapped[bytes] = mapped_column(LargeBinary)
+    """The probe template(s): little-endian float32 rows of the model's dimension."""
+    probe_person_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MatchRequestRegion(Base):
+    """One target hub of an outgoing request (or this hub's own answer to an incoming
+    one): whether it answered, refused (with the reason) or timed out."""
+
+    __tablename__ = "match_request_regions"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'answered', 'refused', 'timed_out', 'error')", name="status"
+        ),
+    )
+
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("match_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    hub_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    candidates: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ReviewCandidate(Base):
+    """A candidate for a person to review: a probe (a local person, or an incoming or
+    outgoing request) against a person held here or at a peer hub. Never an identity:
+    it becomes a confirmed match only through :class:`ReviewDecision` rows. A rejected
+    pair stays, so the same pair is not proposed again."""
+
+    __tablename__ = "review_candidates"
+    __table_args__ = (
+        UniqueConstraint("probe_ref", "hub_id", "candidate_ref"),
+        CheckConstraint("status IN ('pending', 'confirmed', 'rejected')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    probe_ref: Mapped[str] = mapped_column(String(120), index=True)
+    """What was searched: ``person:<id>`` (a local record) or ``request:<uuid>``."""
+    request_id: Mapped[str | None] = mapped_column(
+        ForeignKey("match_requests.id", ondelete="SET NULL"), index=True
+    )
+    probe_person_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="CASCADE"), index=True
+    )
+    hub_id: Mapped[str] = mapped_column(String(64))
+    """Where the candidate is held (this hub's own id for a local one)."""
+    candidate_ref: Mapped[str] = mapped_column(String(120))
+    """The holding hub's reference of the candidate person (``person:<id>`` there)."""
+    local_person_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="CASCADE"), index=True
+    )
+    gallery: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)
+    crop_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Reasons to be careful: ``child``, ``age_gap``."""
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+
+
+class ReviewDecision(Base):
+    """One reviewer's decision on a candidate; two confirmations by different users
+    make a confirmed match, one rejection (with its reason) rejects it."""
+
+    __tablename__ = "review_decisions"
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "user_id"),
+        CheckConstraint("decision IN ('confirm', 'reject')", name="decision"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    candidate_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("review_candidates.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
+    decision: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReunionCase(Base):
+    """The reunion side of a missing or found person: consent, status, retention."""
+
+    __tablename__ = "reunion_cases"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('open', 'reunited', 'withdrawn', 'deceased')", name="status"
+        ),
+    )
+
+    person_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    consent_by: Mapped[str | None] = mapped_column(String(200))
+    """Who gave consent (the family member, for a missing-person report)."""
+    consent_at: Mapped[datetime | None]
+    reported_by: Mapped[str | None] = mapped_column(String(200))
+    """The shelter, hospital or police unit (found persons) or the caseworker."""
+    birth_year: Mapped[int | None] = mapped_column(Integer)
+    last_seen_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    close_reason: Mapped[str | None] = mapped_column(Text)
+    retention_until: Mapped[datetime | None] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
