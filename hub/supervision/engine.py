@@ -173,7 +173,6 @@ class _Runtime:
         "last_fix_t",
         "clock_until",
         "ended",
-        "dirty",
         "t_from",
         "t_until",
         "alert_type",
@@ -194,7 +193,6 @@ class _Runtime:
         self.last_fix_t: float | None = None
         self.clock_until: float | None = None
         self.ended = False
-        self.dirty = False
         self.t_from = rule.valid_from.timestamp()
         self.t_until = math.inf if rule.valid_until is None else rule.valid_until.timestamp()
         self.alert_type = _TYPES.get(rule.kind, str(rule.kind))
@@ -265,6 +263,8 @@ class SupervisionEngine:
         self._rules: dict[str, _Runtime] = {}
         self._by_device: dict[str, list[_Runtime]] = {}
         self._devices: dict[str, _Device] = {}
+        self._dirty: set[str] = set()
+        """Rules whose state changed since :meth:`dirty_states` was last called."""
         self._saved: dict[str, RuleState] = {s.rule_id: s for s in states}
         self._index: ZoneIndex | None = None
         for zone in zones.values():
@@ -318,7 +318,7 @@ class SupervisionEngine:
             group = self._by_device.setdefault(device_id, [])
             group.append(rt)
             group.sort(key=lambda r: r.rule.id)
-        rt.dirty = True
+        self._dirty.add(rt.rule.id)
 
     def remove_rule(self, rule_id: str) -> None:
         """Forget a rule and its state."""
@@ -340,10 +340,10 @@ class SupervisionEngine:
     def dirty_states(self) -> list[RuleState]:
         """States changed since the last call, for the hub to persist."""
         out = []
-        for rid in sorted(self._rules):
-            rt = self._rules[rid]
-            if rt.dirty:
-                rt.dirty = False
+        dirty, self._dirty = self._dirty, set()
+        for rid in sorted(dirty):
+            rt = self._rules.get(rid)
+            if rt is not None:
                 out.append(
                     RuleState(
                         rule_id=rid, subject_id=rt.rule.subject_id, data=rt.to_json(self._devices)
@@ -367,7 +367,7 @@ class SupervisionEngine:
             if t >= rt.t_until:
                 out.extend(self._end(rt))
                 continue
-            rt.dirty = True
+            self._dirty.add(rt.rule.id)
             own = fix.device_id == rt.rule.device_id
             if own and (rt.last_fix_t is None or t > rt.last_fix_t):
                 previous, rt.last_fix_t = rt.last_fix_t, t
@@ -531,7 +531,7 @@ class SupervisionEngine:
     def _end(self, rt: _Runtime) -> list[AlertTransition]:
         """The order ended: stop evaluating, clear what is open."""
         rt.ended = True
-        rt.dirty = True
+        self._dirty.add(rt.rule.id)
         active = rt.fx.active
         if active is None:
             return []
@@ -746,7 +746,7 @@ class SupervisionEngine:
         )
         rt.fx = fx.replace(active=(key, rt.alert_type, fx.pending))
         rt.remember(key, "raise")
-        rt.dirty = True
+        self._dirty.add(rt.rule.id)
         return [tr]
 
     # --- internals: curfew ---------------------------------------------------------
@@ -891,7 +891,7 @@ class SupervisionEngine:
                     rt.clock_until = period[1]
         if out:
             rt.fx = fx.replace(active=active)
-            rt.dirty = True
+            self._dirty.add(rt.rule.id)
             for tr in out:
                 rt.remember(tr.key, tr.action)
         return out
@@ -924,7 +924,7 @@ class SupervisionEngine:
             return []
         rt.fx = rt.fx.replace(active=(key, "silence", at))
         rt.remember(key, "raise")
-        rt.dirty = True
+        self._dirty.add(rt.rule.id)
         detail = f"no fix for more than {limit} s"
         return [self._emit(rt, "raise", "silence", key, at, [], detail, False)]
 

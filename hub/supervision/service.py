@@ -4,9 +4,11 @@
 state into a :class:`~hub.supervision.engine.SupervisionEngine` and then
 
 * takes each newly stored position from ingest (it is a
-  :class:`hub.ingest.PositionSink`), evaluates it, and in one write transaction
-  records the alert transitions (:func:`hub.alerts.record_transitions`, which also
-  groups alerts into incidents) and saves the rule states that changed;
+  :class:`hub.ingest.PositionSink`), evaluates it, and when it raises or clears an
+  alert records the transitions (:func:`hub.alerts.record_transitions`, which also
+  groups alerts into incidents) with the rule states that changed in one write
+  transaction; states changed by quiet fixes are saved by the next clock tick, so
+  a crash loses at most a second of evaluation progress, never a recorded alert;
 * takes device alarms (:meth:`SupervisionService.on_alarm`) into the same alerts;
 * runs a clock thread (:meth:`start`/:meth:`stop`) that ticks the engine every
   second, for curfews and silences without fixes, and escalates incidents past
@@ -175,11 +177,16 @@ class SupervisionService:
     # -- inputs ----------------------------------------------------------------------------
 
     def on_position(self, event: PositionEvent, received_at: datetime) -> None:
-        """Evaluate a newly stored position (the ingest :class:`PositionSink`)."""
+        """Evaluate a newly stored position (the ingest :class:`PositionSink`).
+
+        A fix that raises or clears an alert is committed at once, with every changed
+        rule state; otherwise the changed states wait for the clock's next tick (at
+        most ``tick_seconds``), so a stream of quiet fixes costs no transaction each."""
         fix = fix_of(event)
         with self._lock:
             transitions = self.engine.on_fix(fix)
-            self._commit(transitions)
+            if transitions:
+                self._commit(transitions)
 
     def on_alarm(self, event: AlarmEvent, received_at: datetime | None = None) -> None:
         """Record a device alarm as an alert, raised or cleared (the ingest
