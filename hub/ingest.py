@@ -89,7 +89,7 @@ from devices.protocol import (
 )
 from hub import metrics
 from hub.comms.mqtt import HubMqttClient, HubMqttSettings, Inbound
-from hub.db.engine import is_sqlite, write_session
+from hub.db.engine import is_sqlite, sqlite_write_lock, write_session
 from hub.db.models import Device
 from hub.db.repositories import apply_device_state, quarantine, store_event
 
@@ -432,7 +432,7 @@ class IngestWorker:
         settings: IngestSettings,
         positions: PositionSink,
         sightings: SightingSink,
-        write_lock: threading.Lock | None = None,
+        write_lock: threading.RLock | None = None,
         observer: EventObserver | None = None,
         alarms: AlarmSink | None = None,
     ) -> None:
@@ -601,8 +601,9 @@ class Ingest:
         )
         # SQLite has one writer at a time and its busy handler polls rather than
         # queues, so under steady load a waiting worker can starve past the busy
-        # timeout; the workers take turns on this lock instead.
-        write_lock = threading.Lock() if is_sqlite(engine) else None
+        # timeout; the workers take turns on the engine's process-wide write lock
+        # instead, with every other writer of this process (supervision, the API).
+        write_lock = sqlite_write_lock(engine) if is_sqlite(engine) else None
         self.workers = [
             IngestWorker(
                 i,

@@ -5,13 +5,18 @@ busy timeout, and its transactions are begun by us rather than by the driver:
 Python's ``sqlite3`` module otherwise defers ``BEGIN`` until the first write, which
 breaks SAVEPOINTs and makes ``BEGIN IMMEDIATE`` impossible. :func:`write_session`
 asks for ``BEGIN IMMEDIATE`` so a read-then-write transaction (the audit chain head)
-holds the write lock from its first statement. PostgreSQL is reached through
-psycopg 3; a bare ``postgresql://`` URL is mapped to that driver.
+holds the write lock from its first statement. SQLite's busy handler polls rather
+than queues, so writers of one process take turns on a process-wide lock per engine
+(:func:`sqlite_write_lock`) before asking SQLite: ingest, the supervision clock and
+the API never sleep in the busy handler against each other. PostgreSQL is reached
+through psycopg 3; a bare ``postgresql://`` URL is mapped to that driver.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +31,7 @@ __all__ = [
     "make_engine",
     "make_session_factory",
     "normalise_url",
+    "sqlite_write_lock",
     "write_session",
 ]
 
@@ -35,6 +41,19 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long an SQLite writer waits for the lock before failing."""
 
 _BEGIN_OPTION = "lantern_sqlite_begin"
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def sqlite_write_lock(engine: Engine) -> threading.RLock:
+    """The lock this process's writers to an SQLite ``engine`` take turns on
+    (re-entrant, so a writer may nest :func:`write_session` inside it)."""
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _WRITE_LOCKS[engine] = threading.RLock()
+        return lock
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -101,6 +120,14 @@ def write_session(engine: Engine) -> Iterator[Session]:
     PostgreSQL it is an ordinary transaction; code that needs serialising there
     takes its own lock (see :mod:`hub.audit`).
     """
-    bind = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) if is_sqlite(engine) else engine
-    with Session(bind=bind, expire_on_commit=False) as session, session.begin():
+    if not is_sqlite(engine):
+        with Session(bind=engine, expire_on_commit=False) as session, session.begin():
+            yield session
+        return
+    bind = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+    with (
+        sqlite_write_lock(engine),
+        Session(bind=bind, expire_on_commit=False) as session,
+        session.begin(),
+    ):
         yield session
