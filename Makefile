@@ -35,8 +35,11 @@ bench-faces: $(STAMP)
 	$(VENV)/bin/pip install --no-deps face_recognition==1.3.0
 	$(VENV)/bin/python -m benchmarks.bench_faces $(FACES_ARGS)
 
-demo:
-	@echo "make demo: the demo site (embedded defaults) arrives with a later issue; nothing to run yet."
+# The demo site on embedded defaults (hub/demo): a broker, the hub, two demo sites,
+# simulated wearables and a camera; Ctrl-C stops it. More options, e.g.:
+# make demo DEMO_ARGS="--duration 120 --http 127.0.0.1:8081 --site totara-downs"
+demo: $(STAMP)
+	$(VENV)/bin/lantern demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

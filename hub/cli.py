@@ -26,6 +26,7 @@ from hub.cli_options import DatabaseUrl, DataDir, resolve_database_url
 from hub.db.engine import make_engine
 from hub.db.migrate import current_revision, head_revision, upgrade
 from hub.gallery_cli import rebuild_galleries
+from hub.retention_cli import purge_expired
 from hub.settings import MQTT_PASSWORD_ENV, HubSettings
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def migrate(
 
 
 app.command("rebuild-galleries")(rebuild_galleries)
+app.command("purge-expired")(purge_expired)
 
 
 @audit_app.command("verify")

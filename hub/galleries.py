@@ -15,6 +15,10 @@ gallery under ``<cache_dir>/<gallery>/<model_id>/`` (crash-safe generations, see
 templates it holds (count, largest id, sum of ids). At start-up a saved gallery is
 loaded only when that record still matches the database; otherwise it is rebuilt.
 
+:meth:`GalleryService.erase_templates` is the erasure path (reunion retention and
+erasure requests): it removes templates from every gallery held and from every copy
+saved under ``cache_dir``.
+
 All methods are thread-safe: searches run concurrently; adds and removes are atomic for
 searches (see :class:`~matching.gallery.Gallery`).
 """
@@ -25,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,10 +44,12 @@ from sqlalchemy.orm import Session
 from hub.db.models import PERSON_CATEGORIES, FaceTemplate, Person
 from matching.errors import MatchingError
 from matching.gallery import Gallery, GalleryConfig, SearchMode
+from matching.persistence import current_generation, generation_dir, generations
 from matching.policy import IndexPolicy
 
 __all__ = [
     "DB_STATE_FILE",
+    "ErasureResult",
     "GalleryCount",
     "GalleryHit",
     "GalleryKey",
@@ -91,6 +98,16 @@ class GalleryCount:
     persons: int
     source: str
     """``"cache"`` (loaded from a saved copy) or ``"database"`` (rebuilt)."""
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """What :meth:`GalleryService.erase_templates` did."""
+
+    removed: int
+    """Template vectors removed, summed over the galleries (memory and saved copies)."""
+    saved: list[Path]
+    """Gallery directories written again without them."""
 
 
 class TemplateSetState(BaseModel):
@@ -345,25 +362,109 @@ class GalleryService:
         holds (read from ``engine``). Returns the directories written."""
         if self.cache_dir is None:
             raise ValueError("this gallery service has no cache_dir to save to")
-        written: list[Path] = []
-        for (category, model_id), gallery in sorted(self._snapshot().items()):
-            directory = gallery_dir(self.cache_dir, category, model_id)
-            directory.mkdir(parents=True, exist_ok=True)
-            gallery.save(directory)
-            with Session(engine) as session:
-                state = _db_state(session, category, model_id)
-            if state.count != len(gallery):
-                # Enrolled or deleted meanwhile: no record, so the next start rebuilds.
-                (directory / DB_STATE_FILE).unlink(missing_ok=True)
-                logger.info("gallery %s changed while saving; left to rebuild", directory)
-            else:
-                _write_json(directory / DB_STATE_FILE, state.model_dump())
-            written.append(directory)
-        return written
+        return [
+            self._save_one(engine, category, model_id, gallery)
+            for (category, model_id), gallery in sorted(self._snapshot().items())
+        ]
+
+    def _save_one(self, engine: Engine, category: str, model_id: str, gallery: Gallery) -> Path:
+        assert self.cache_dir is not None
+        directory = gallery_dir(self.cache_dir, category, model_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        gallery.save(directory)
+        with Session(engine) as session:
+            state = _db_state(session, category, model_id)
+        if state.count != len(gallery):
+            # Enrolled or deleted meanwhile: no record, so the next start rebuilds.
+            (directory / DB_STATE_FILE).unlink(missing_ok=True)
+            logger.info("gallery %s changed while saving; left to rebuild", directory)
+        else:
+            _write_json(directory / DB_STATE_FILE, state.model_dump())
+        return directory
+
+    def erase_templates(self, engine: Engine, template_ids: Sequence[int]) -> ErasureResult:
+        """Erase templates (already deleted from the database) from every gallery:
+        those held in memory and, with a ``cache_dir``, every file saved under it.
+
+        A held gallery that lost templates (or whose saved copy still holds them) is
+        saved again at once; a saved gallery that is not held (a model this process
+        has not loaded) is opened, cleared of the templates and saved, and its
+        ``db-state.json`` dropped so the next start rebuilds it from the database.
+        Finally every saved generation that still lists one of the templates (an older
+        generation kept as a fallback) is deleted, so no file under ``cache_dir``
+        keeps the erased vectors."""
+        ids = np.unique(np.asarray([int(t) for t in template_ids], dtype=np.int64))
+        if len(ids) == 0:
+            return ErasureResult(removed=0, saved=[])
+        held = self._snapshot()
+        removed = 0
+        touched: set[GalleryKey] = set()
+        for key, gallery in sorted(held.items()):
+            n = gallery.remove(ids.tolist(), missing_ok=True)
+            if n:
+                removed += n
+                touched.add(key)
+        saved: list[Path] = []
+        if self.cache_dir is None or not self.cache_dir.is_dir():
+            return ErasureResult(removed=removed, saved=saved)
+        held_dirs = {gallery_dir(self.cache_dir, c, m).resolve(): (c, m) for c, m in held}
+        directories = sorted(d for d in self.cache_dir.glob("*/*") if d.is_dir())
+        for directory in directories:
+            holders = _generations_holding(directory, ids)
+            held_key = held_dirs.get(directory.resolve())
+            if held_key is not None:
+                if held_key in touched or holders:
+                    category, model_id = held_key
+                    saved.append(self._save_one(engine, category, model_id, held[held_key]))
+                continue
+            current = _current_or_none(directory)
+            if current is None or current not in holders:
+                continue
+            try:
+                stored = Gallery.load(directory, policy=self.policy)
+            except (OSError, MatchingError) as exc:
+                logger.warning("saved gallery %s unusable (%s); deleting it", directory, exc)
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            removed += stored.remove(ids.tolist(), missing_ok=True)
+            (directory / DB_STATE_FILE).unlink(missing_ok=True)
+            stored.save(directory)
+            saved.append(directory)
+        for directory in directories:
+            current = _current_or_none(directory)
+            for number in _generations_holding(directory, ids):
+                if number == current:
+                    logger.error("saved gallery %s still holds erased templates", directory)
+                    continue
+                shutil.rmtree(generation_dir(directory, number), ignore_errors=True)
+        logger.info("erased %d templates from the galleries; %d saved again", removed, len(saved))
+        return ErasureResult(removed=removed, saved=saved)
 
     def _snapshot(self) -> dict[GalleryKey, Gallery]:
         with self._lock:
             return dict(self._galleries)
+
+
+def _current_or_none(directory: Path) -> int | None:
+    try:
+        return current_generation(directory)
+    except MatchingError:
+        return None
+
+
+def _generations_holding(directory: Path, ids: npt.NDArray[np.int64]) -> list[int]:
+    """The saved generations of a gallery directory whose slots list any of ``ids``
+    (an unreadable slots file counts as holding them)."""
+    out: list[int] = []
+    for number in generations(directory):
+        slots_file = generation_dir(directory, number) / "slots.i64"
+        try:
+            slots = np.fromfile(slots_file, dtype="<i8")
+        except OSError:
+            continue
+        if len(slots) % 2 or np.isin(slots.reshape(-1, 2)[:, 0], ids).any():
+            out.append(number)
+    return out
 
 
 def _write_json(path: Path, content: dict[str, object]) -> None:

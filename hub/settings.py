@@ -74,6 +74,18 @@ class HubSettings(BaseSettings):
         "packaged firmware_configs.",
     )
     db_echo: bool = Field(default=False, description="Log every SQL statement (debugging).")
+    federation_file: Path | None = Field(
+        default=None,
+        description="Federation file (YAML/JSON: this hub's id and key, its peers, its "
+        "policy; see hub.federation.peers); None (default): federation off, the hub "
+        "works alone.",
+    )
+    map_tile_url: str | None = Field(
+        default=None,
+        description="Raster tile URL template with {z}, {x} and {y} (e.g. "
+        "https://tiles.example/{z}/{x}/{y}.png) that the command map draws under the "
+        "site; None (default): no tiles, the map works offline.",
+    )
 
     @field_validator("jwt_secret")
     @classmethod

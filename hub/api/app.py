@@ -3,7 +3,8 @@
 The API lives under ``/api/v1`` with its OpenAPI document at ``/api/v1/openapi.json``
 and interactive docs at ``/api/v1/docs``. Only :data:`PUBLIC_ROUTES` may be reached
 without a token; the factory refuses to build an app in which any other ``/api``
-route lacks a role guard, and writes each route's roles into the OpenAPI document
+route lacks a role guard (or, for the hub-to-hub :data:`FEDERATION_ROUTES`, a peer's
+signature guard), and writes each route's roles into the OpenAPI document
 as ``x-lantern-roles``. ``GET /metrics`` (Prometheus, no token) sits outside ``/api``
 and outside the OpenAPI document.
 """
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.auth import ACCESS_TOKEN_TTL
 from hub.db.engine import make_engine
+from hub.federation.server import peer_guarded
 from hub.settings import HubSettings
 
 from .deps import API_PREFIX, TOKEN_PATH, declared_roles
@@ -34,15 +36,19 @@ from .routes import (
     feed,
     health,
     incidents,
+    match_requests,
     metrics,
     persons,
     positions,
+    reunion,
+    review,
     rules,
     search,
     sightings,
     sites,
     users,
     watchlists,
+    web,
     zones,
 )
 
@@ -63,10 +69,14 @@ DOMAIN_ROUTERS = (
     rules,
     incidents,
     feed,
+    reunion,
+    review,
+    match_requests,
 )
 """Every domain's router module, included under ``/api/v1`` in this order."""
 
 __all__ = [
+    "FEDERATION_ROUTES",
     "PUBLIC_ROUTES",
     "UnguardedRouteError",
     "api_routes",
@@ -78,6 +88,10 @@ logger = logging.getLogger(__name__)
 
 PUBLIC_ROUTES = frozenset({("GET", f"{API_PREFIX}/health"), ("POST", TOKEN_PATH)})
 """``(method, path)`` of the only routes that need no token."""
+
+FEDERATION_ROUTES = frozenset({("POST", f"{API_PREFIX}/federation/search")})
+"""``(method, path)`` of the hub-to-hub routes: no user token, but the Ed25519 signature
+of a peer hub, checked by :class:`hub.federation.server.PeerGuard` (required here)."""
 
 
 class UnguardedRouteError(RuntimeError):
@@ -106,6 +120,7 @@ def create_app(
     for module in DOMAIN_ROUTERS:
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(metrics.router)
+    app.include_router(web.router)  # /map (the page, no token) and /api/v1/map/config
     app.add_exception_handler(StarletteHTTPException, _unparsable_body_is_422)
     check_guards(app)
     return app
@@ -156,6 +171,8 @@ def check_guards(app: FastAPI) -> None:
     for method, path, route in api_routes(app):
         roles = declared_roles(route)
         if roles is None:
+            if (method, path) in FEDERATION_ROUTES and peer_guarded(route):
+                continue
             if (method, path) not in PUBLIC_ROUTES:
                 raise UnguardedRouteError(
                     f"{method} {path} declares no roles; guard it with Depends(require(...))"

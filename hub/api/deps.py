@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, TypeVarTuple
 
-from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, Row, Select, func, select
 from sqlalchemy.orm import Session
 
+from hub import audit
 from hub.auth import InvalidToken, decode_token
 from hub.db.users import Role, User
 from hub.settings import HubSettings
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_ROW_ID",
     "TOKEN_PATH",
     "AuthUser",
+    "CaseIdQuery",
     "DbSession",
     "EngineDep",
     "PageParams",
@@ -42,6 +44,8 @@ __all__ = [
     "declared_roles",
     "fetch_page",
     "paginate",
+    "audited_crop",
+    "crop_responses",
     "require",
     "to_page",
 ]
@@ -215,3 +219,47 @@ def declared_roles(route: APIRoute) -> frozenset[Role] | None:
     for guard in guards[1:]:
         roles &= guard.roles
     return roles
+
+
+CaseIdQuery = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=100,
+        description="The case this viewing is for; recorded in the audit log.",
+    ),
+]
+"""The case a face crop is viewed for (every view is audited with it)."""
+
+
+def crop_responses(shows: str, missing: str) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a face-crop route: the JPEG, or 404."""
+    return {
+        200: {"content": {"image/jpeg": {}}, "description": shows},
+        404: {"description": missing},
+    }
+
+
+def audited_crop(
+    session: Session,
+    caller: AuthUser,
+    data: bytes,
+    *,
+    action: str,
+    case_id: str,
+    target: str,
+    result: str,
+) -> Response:
+    """Record the view of a face crop in the audit log (in the caller's write
+    transaction) and answer the JPEG."""
+    audit.append(
+        session,
+        actor=caller.username,
+        role=caller.role.value,
+        action=action,
+        purpose="human_review",
+        case_id=case_id,
+        target=target,
+        result=result,
+    )
+    return Response(content=data, media_type="image/jpeg")

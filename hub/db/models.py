@@ -149,6 +149,9 @@ class Site(Base):
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    map: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The site's outline and buildings as a GeoJSON FeatureCollection (the command map
+    draws it under the zones); None until an admin puts one."""
 
 
 class Device(Base):

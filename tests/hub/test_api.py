@@ -26,7 +26,15 @@ from hub.db.engine import write_session
 from hub.db.models import Device, Site
 from hub.db.users import User
 from hub.settings import HubSettings
-from tests.hub import policy_devices, policy_live, policy_persons, policy_supervision
+from tests.hub import (
+    policy_devices,
+    policy_federation,
+    policy_live,
+    policy_persons,
+    policy_reunion,
+    policy_supervision,
+    policy_web,
+)
 
 SECRET = "api-Test_key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP-42"
 PASSWORD = "correct horse battery staple"
@@ -52,6 +60,9 @@ POLICY = (
     | policy_persons.POLICY
     | policy_live.POLICY
     | policy_supervision.POLICY
+    | policy_reunion.POLICY
+    | policy_federation.POLICY
+    | policy_web.POLICY
 )
 """The access policy: who may call what. A route change must change these tables."""
 
@@ -61,6 +72,9 @@ PATH_VALUES = (
     | policy_persons.PATH_VALUES
     | policy_live.PATH_VALUES
     | policy_supervision.PATH_VALUES
+    | policy_reunion.PATH_VALUES
+    | policy_federation.PATH_VALUES
+    | policy_web.PATH_VALUES
 )
 
 

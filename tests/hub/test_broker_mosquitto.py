@@ -437,7 +437,12 @@ def test_serve_logs_in_with_the_password_from_the_environment(
         )
         try:
             assert wait_until(lambda: expected in output(), 20.0, step=0.05), output()
-            time.sleep(0.5)
+            if right:
+                time.sleep(0.5)
+            else:  # it keeps trying (backoff from 0.2 s): wait for the second refusal
+                assert wait_until(
+                    lambda: output().count("refused the connection") >= 2, 20.0, step=0.05
+                ), output()
             assert hub.poll() is None, output()
             started = time.monotonic()
             hub.send_signal(signal.SIGTERM)

@@ -31,10 +31,13 @@ from sqlalchemy import func, select
 from hub import audit
 from hub.api.deps import (
     AuthUser,
+    CaseIdQuery,
     DbSession,
     EngineDep,
     PageParams,
     RowId,
+    audited_crop,
+    crop_responses,
     fetch_page,
     paginate,
     require,
@@ -81,14 +84,6 @@ Category = Literal["supervised", "watchlist", "missing", "found"]
 Writer = Annotated[AuthUser, Depends(require(Role.admin, Role.officer, Role.caseworker))]
 Reader = Annotated[
     AuthUser, Depends(require(Role.admin, Role.officer, Role.analyst, Role.caseworker))
-]
-CaseId = Annotated[
-    str,
-    Query(
-        min_length=1,
-        max_length=100,
-        description="The case this viewing is for; recorded in the audit log.",
-    ),
 ]
 
 
@@ -493,15 +488,12 @@ def list_templates(
     "/{person_id}/templates/{template_id}/crop",
     response_class=Response,
     summary="View a template's face crop",
-    responses={
-        200: {"content": {"image/jpeg": {}}, "description": "The aligned face (JPEG)."},
-        404: {"description": "No such person, template or crop."},
-    },
+    responses=crop_responses("The aligned face (JPEG).", "No such person, template or crop."),
 )
 def template_crop(
     person_id: RowId,
     template_id: RowId,
-    case_id: CaseId,
+    case_id: CaseIdQuery,
     caller: Reader,
     engine: EngineDep,
 ) -> Response:
@@ -516,15 +508,12 @@ def template_crop(
         template = session.get(FaceTemplate, template_id)
         if template is None or template.person_id != person_id or template.crop_jpeg is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such template crop")
-        audit.append(
+        return audited_crop(
             session,
-            actor=caller.username,
-            role=caller.role.value,
+            caller,
+            template.crop_jpeg,
             action="template.view_crop",
-            purpose="human_review",
             case_id=case_id,
             target=f"template:{template_id}",
             result=f"person:{person_id}",
         )
-        data = template.crop_jpeg
-    return Response(content=data, media_type="image/jpeg")

@@ -20,10 +20,13 @@ from sqlalchemy.orm import Session
 from hub import audit
 from hub.api.deps import (
     AuthUser,
+    CaseIdQuery,
     DbSession,
     EngineDep,
     PageParams,
     RowId,
+    audited_crop,
+    crop_responses,
     fetch_page,
     require,
     to_page,
@@ -221,34 +224,24 @@ def get_sighting(
     "/{sighting_id}/crop",
     response_class=Response,
     summary="View a sighting's face crop",
-    responses={
-        200: {"content": {"image/jpeg": {}}, "description": "The face as the camera sent it."},
-        404: {"description": "No such sighting, or no crop was sent."},
-    },
+    responses=crop_responses(
+        "The face as the camera sent it.", "No such sighting, or no crop was sent."
+    ),
 )
 def sighting_crop(
-    sighting_id: RowId,
-    caller: Reader,
-    engine: EngineDep,
-    case_id: Annotated[
-        str,
-        Query(min_length=1, max_length=100, description="Case the viewing is for (audited)."),
-    ],
+    sighting_id: RowId, caller: Reader, engine: EngineDep, case_id: CaseIdQuery
 ) -> Response:
     """The face crop the camera sent (audited ``sighting.view_crop``)."""
     with write_session(engine) as session:
         sighting, _site = _load(session, sighting_id)
         if sighting.crop_jpeg is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no crop for this sighting")
-        audit.append(
+        return audited_crop(
             session,
-            actor=caller.username,
-            role=caller.role.value,
+            caller,
+            sighting.crop_jpeg,
             action="sighting.view_crop",
-            purpose="human_review",
             case_id=case_id,
             target=f"sighting:{sighting_id}",
             result="crop shown",
         )
-        data = sighting.crop_jpeg
-    return Response(content=data, media_type="image/jpeg")
