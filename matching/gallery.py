@@ -241,6 +241,17 @@ def _rank_many(persons: I64, scores: F32, k: int, cut: float | None) -> Ranked:
     return out_p, taken, deeper
 
 
+def candidates_from_arrays(persons: I64, templates: I64, scores: F32) -> list[list[Candidate]]:
+    """Per query row, the :class:`Candidate` list of :meth:`Gallery.search_arrays`'s
+    padded ``(n, k)`` arrays (padding, person -1, dropped)."""
+    return [
+        [Candidate(p, t, s) for p, t, s in zip(p_row, t_row, s_row, strict=True) if p >= 0]
+        for p_row, t_row, s_row in zip(
+            persons.tolist(), templates.tolist(), scores.tolist(), strict=True
+        )
+    ]
+
+
 class Gallery:
     """A searchable set of templates; see the module docstring for the contract."""
 
@@ -446,12 +457,7 @@ class Gallery:
         persons, templates, scores = self.search_arrays(
             vectors, k, mode, threshold, model_id=model_id
         )
-        return [
-            [Candidate(p, t, s) for p, t, s in zip(p_row, t_row, s_row, strict=True) if p >= 0]
-            for p_row, t_row, s_row in zip(
-                persons.tolist(), templates.tolist(), scores.tolist(), strict=True
-            )
-        ]
+        return candidates_from_arrays(persons, templates, scores)
 
     def search_arrays(
         self,

@@ -66,6 +66,7 @@ from matching.gallery import (
     SearchMode,
     _rank_few,
     _rank_many,
+    candidates_from_arrays,
 )
 from matching.idmap import IdMap
 from matching.policy import IndexPolicy
@@ -422,12 +423,7 @@ class MilvusGallery:
         persons, templates, scores = self.search_arrays(
             vectors, k, mode, threshold, model_id=model_id
         )
-        return [
-            [Candidate(p, t, s) for p, t, s in zip(p_row, t_row, s_row, strict=True) if p >= 0]
-            for p_row, t_row, s_row in zip(
-                persons.tolist(), templates.tolist(), scores.tolist(), strict=True
-            )
-        ]
+        return candidates_from_arrays(persons, templates, scores)
 
     def search_arrays(
         self,
