@@ -54,7 +54,7 @@ from matching.policy import (
 )
 from matching.rwlock import RWLock
 from matching.store import VectorStore
-from matching.validation import check_ids, check_unique, check_vectors
+from matching.validation import check_batch, check_ids, check_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,38 @@ def _rank_many(persons: I64, scores: F32, k: int, cut: float | None) -> Ranked:
     return out_p, taken, deeper
 
 
+def check_model(config: GalleryConfig, model_id: str | None) -> None:
+    """Refuse templates or probes of another embedding model than the gallery's."""
+    if model_id is not None and model_id != config.model_id:
+        raise GalleryMismatch(
+            f"templates of model {model_id!r} cannot go into or search a gallery of "
+            f"{config.model_id!r}; re-embed them with that model"
+        )
+
+
+def search_args(
+    config: GalleryConfig, mode: SearchMode | str, k: int, threshold: float | None
+) -> tuple[int, float | None]:
+    """The checked ``k`` (a Python int) and score cut of a search: None for an
+    investigative search, the threshold (or the gallery's) for an alert search."""
+    try:
+        mode = SearchMode(mode)
+    except ValueError as exc:
+        raise InvalidQuery(f"mode must be 'alert' or 'investigative', got {mode!r}") from exc
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        raise InvalidQuery(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    if mode is not SearchMode.ALERT:
+        return int(k), None  # FAISS takes a Python int, not a NumPy integer
+    cut = threshold if threshold is not None else config.alert_threshold
+    if cut is None:
+        raise InvalidQuery(
+            "alert mode needs a threshold (argument or the gallery's alert_threshold)"
+        )
+    if not math.isfinite(cut):  # NaN would let every candidate through
+        raise InvalidQuery(f"alert threshold must be a finite score, got {cut}")
+    return int(k), cut
+
+
 def candidates_from_arrays(persons: I64, templates: I64, scores: F32) -> list[list[Candidate]]:
     """Per query row, the :class:`Candidate` list of :meth:`Gallery.search_arrays`'s
     padded ``(n, k)`` arrays (padding, person -1, dropped)."""
@@ -291,13 +323,6 @@ class Gallery:
     def __len__(self) -> int:
         return self._state.count
 
-    def _check_model(self, model_id: str | None) -> None:
-        if model_id is not None and model_id != self.config.model_id:
-            raise GalleryMismatch(
-                f"templates of model {model_id!r} cannot go into or search a gallery of "
-                f"{self.config.model_id!r}; re-embed them with that model"
-            )
-
     # -- writes -----------------------------------------------------------------
     def add(
         self,
@@ -308,11 +333,8 @@ class Gallery:
         model_id: str | None = None,
     ) -> None:
         """Add templates. The whole batch is validated first; nothing is added on error."""
-        self._check_model(model_id)
-        vecs = check_vectors(vectors, self.config.dim)
-        tids = check_ids(template_ids, len(vecs), what="template_ids")
-        pids = check_ids(person_ids, len(vecs), what="person_ids")
-        check_unique(tids)
+        check_model(self.config, model_id)
+        tids, pids, vecs = check_batch(template_ids, person_ids, vectors, self.config.dim)
         if len(vecs) == 0:
             return
         with self._mutate:
@@ -470,23 +492,8 @@ class Gallery:
     ) -> tuple[I64, I64, F32]:
         """:meth:`search` as ``(person_ids, template_ids, scores)`` arrays of shape
         ``(n, k)``, padded with -1 / -1 / -inf: the batch interface."""
-        self._check_model(model_id)
-        try:
-            mode = SearchMode(mode)
-        except ValueError as exc:
-            raise InvalidQuery(f"mode must be 'alert' or 'investigative', got {mode!r}") from exc
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
-            raise InvalidQuery(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-        k = int(k)  # FAISS takes a Python int, not a NumPy integer
-        cut: float | None = None
-        if mode is SearchMode.ALERT:
-            cut = threshold if threshold is not None else self.config.alert_threshold
-            if cut is None:
-                raise InvalidQuery(
-                    "alert mode needs a threshold (argument or the gallery's alert_threshold)"
-                )
-            if not math.isfinite(cut):  # NaN would let every candidate through
-                raise InvalidQuery(f"alert threshold must be a finite score, got {cut}")
+        check_model(self.config, model_id)
+        k, cut = search_args(self.config, mode, k, threshold)
         queries = check_vectors(vectors, self.config.dim, what="queries")
         rank = _rank_few if len(queries) <= _FEW_QUERIES else _rank_many
         with self._lock.read():
@@ -585,10 +592,7 @@ class Gallery:
             spill_file = open(spill_path, "wb")  # closed below, on success or error
         try:
             for template_ids, person_ids, vectors in blocks:
-                vecs = check_vectors(vectors, self.dim)
-                tids = check_ids(template_ids, len(vecs), what="template_ids")
-                pids = check_ids(person_ids, len(vecs), what="person_ids")
-                check_unique(tids)
+                tids, pids, vecs = check_batch(template_ids, person_ids, vectors, self.dim)
                 dup = tids[seen.lookup(tids) >= 0]
                 if len(dup):
                     raise DuplicateTemplate(

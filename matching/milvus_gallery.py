@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import threading
 import time
@@ -53,12 +52,10 @@ from matching.errors import (
     CorruptGallery,
     DuplicateTemplate,
     GalleryMismatch,
-    InvalidQuery,
     UnknownTemplate,
 )
 from matching.gallery import (
     _FEW_QUERIES,
-    MAX_K,
     Candidate,
     GalleryConfig,
     GalleryStats,
@@ -67,11 +64,13 @@ from matching.gallery import (
     _rank_few,
     _rank_many,
     candidates_from_arrays,
+    check_model,
+    search_args,
 )
 from matching.idmap import IdMap
 from matching.policy import IndexPolicy
 from matching.rwlock import RWLock
-from matching.validation import check_ids, check_unique, check_vectors
+from matching.validation import check_batch, check_ids, check_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -306,13 +305,6 @@ class MilvusGallery:
         )
         return int(rows[0]["count(*)"])
 
-    def _check_model(self, model_id: str | None) -> None:
-        if model_id is not None and model_id != self.config.model_id:
-            raise GalleryMismatch(
-                f"templates of model {model_id!r} cannot go into or search a gallery of "
-                f"{self.config.model_id!r}; re-embed them with that model"
-            )
-
     def _present(self, collection: str, tids: I64) -> I64:
         """Those of ``tids`` that the collection holds."""
         found: list[int] = []
@@ -350,11 +342,8 @@ class MilvusGallery:
         model_id: str | None = None,
     ) -> None:
         """Add templates. The whole batch is validated first; nothing is added on error."""
-        self._check_model(model_id)
-        vecs = check_vectors(vectors, self.config.dim)
-        tids = check_ids(template_ids, len(vecs), what="template_ids")
-        pids = check_ids(person_ids, len(vecs), what="person_ids")
-        check_unique(tids)
+        check_model(self.config, model_id)
+        tids, pids, vecs = check_batch(template_ids, person_ids, vectors, self.config.dim)
         if len(vecs) == 0:
             return
         with self._mutate:
@@ -436,23 +425,8 @@ class MilvusGallery:
     ) -> tuple[I64, I64, F32]:
         """:meth:`search` as ``(person_ids, template_ids, scores)`` arrays of shape
         ``(n, k)``, padded with -1 / -1 / -inf."""
-        self._check_model(model_id)
-        try:
-            mode = SearchMode(mode)
-        except ValueError as exc:
-            raise InvalidQuery(f"mode must be 'alert' or 'investigative', got {mode!r}") from exc
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
-            raise InvalidQuery(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-        k = int(k)
-        cut: float | None = None
-        if mode is SearchMode.ALERT:
-            cut = threshold if threshold is not None else self.config.alert_threshold
-            if cut is None:
-                raise InvalidQuery(
-                    "alert mode needs a threshold (argument or the gallery's alert_threshold)"
-                )
-            if not math.isfinite(cut):
-                raise InvalidQuery(f"alert threshold must be a finite score, got {cut}")
+        check_model(self.config, model_id)
+        k, cut = search_args(self.config, mode, k, threshold)
         queries = check_vectors(vectors, self.config.dim, what="queries")
         rank = _rank_few if len(queries) <= _FEW_QUERIES else _rank_many
         with self._lock.read():
@@ -532,10 +506,7 @@ class MilvusGallery:
                 seen = IdMap()
                 rows = 0
                 for template_ids, person_ids, vectors in blocks:
-                    vecs = check_vectors(vectors, self.dim)
-                    tids = check_ids(template_ids, len(vecs), what="template_ids")
-                    pids = check_ids(person_ids, len(vecs), what="person_ids")
-                    check_unique(tids)
+                    tids, pids, vecs = check_batch(template_ids, person_ids, vectors, self.dim)
                     dup = tids[seen.lookup(tids) >= 0]
                     if len(dup):
                         raise DuplicateTemplate(

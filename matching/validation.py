@@ -111,3 +111,18 @@ def check_unique(ids: I64, *, what: str = "template_ids") -> None:
     if len(uniq) != len(ids):
         dups = uniq[counts > 1][:_SHOWN].tolist()
         raise DuplicateTemplate(f"{what}: repeated within the batch: {dups}")
+
+
+def check_batch(
+    template_ids: Sequence[int] | I64,
+    person_ids: Sequence[int] | I64,
+    vectors: npt.ArrayLike,
+    dim: int,
+) -> tuple[I64, I64, F32]:
+    """A batch of templates to add, checked as a whole: ``(template_ids, person_ids,
+    vectors)`` of equal length, vectors of ``dim`` and unit norm, template ids unique."""
+    vecs = check_vectors(vectors, dim)
+    tids = check_ids(template_ids, len(vecs), what="template_ids")
+    pids = check_ids(person_ids, len(vecs), what="person_ids")
+    check_unique(tids)
+    return tids, pids, vecs
