@@ -65,6 +65,24 @@ class AckerStats:
     """Ack messages the broker accepted."""
     acks_failed: int = 0
     """Ack messages that could not be published (link down)."""
+    answered: int = 0
+    """Event messages whose answer (ack, rejection, or nothing for an unreadable one)
+    has been handed to the network."""
+    acks_queued: int = 0
+    """Ack messages handed to the network, accepted or not yet."""
+
+    @property
+    def settled(self) -> bool:
+        """Every message received is answered and the broker has settled every ack.
+
+        One ack message may carry many event ids, so ``acks_sent`` is no measure of how
+        many events were answered; this is.
+        """
+        return (
+            self.received > 0
+            and self.answered >= self.received
+            and self.acks_sent + self.acks_failed >= self.acks_queued
+        )
 
 
 class AckAll:
@@ -138,6 +156,7 @@ class AckAll:
         if not isinstance(event, EventEnvelope):
             with self._lock:
                 self.stats.unreadable += 1
+                self.stats.answered += 1
             return
         with self._lock:
             self._to_ack[event.device_id].append(event.event_id)
@@ -153,6 +172,7 @@ class AckAll:
         except (ProtocolError, ValueError):
             with self._lock:
                 self.stats.unreadable += 1
+                self.stats.answered += 1
             logger.debug("cannot ack a message on %s: %s", message.topic, error)
             return
         with self._lock:
@@ -171,6 +191,7 @@ class AckAll:
         with self._lock:
             batches, self._to_ack = self._to_ack, defaultdict(list)
             rejects, self._to_reject = self._to_reject, defaultdict(list)
+        messages = sum(map(len, batches.values())) + sum(map(len, rejects.values()))
         now = datetime.now(UTC)
         for device_id in batches.keys() | rejects.keys():
             ids = list(dict.fromkeys(batches.get(device_id, ())))
@@ -184,11 +205,15 @@ class AckAll:
                     sent_at=now,
                     body=AckBody(event_ids=chunk_ids, rejected=chunk_bad),
                 )
+                with self._lock:
+                    self.stats.acks_queued += 1
                 future = self.peer.publish(ack_topic(device_id), encode(ack), qos=1)
                 future.add_done_callback(self._ack_done)
                 with self._lock:
                     self.stats.acked += len(chunk_ids)
                     self.stats.rejected += len(chunk_bad)
+        with self._lock:
+            self.stats.answered += messages
 
     def _ack_done(self, future: concurrent.futures.Future[None]) -> None:
         failed = future.cancelled() or future.exception() is not None
