@@ -45,16 +45,13 @@ import math
 import os
 import random
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,6 +62,7 @@ from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
 from benchmarks.machine import base_machine_info, dist_version
+from benchmarks.services import free_port, mosquitto, wait
 from devices.simulation.geo import LocalFrame
 from devices.simulation.tracks import TrackBuilder, TrackPoint, circle_zone
 from hub.supervision.engine import SupervisionEngine
@@ -319,67 +317,6 @@ def run_naive_subject(w: Workload, geoms: dict[str, BaseGeometry]) -> dict[str, 
 # -- end to end -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def _wait(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
-@contextlib.contextmanager
-def _mosquitto(folder: Path) -> Iterator[int]:
-    """A private Mosquitto on a free port (as tests/edge/mqtt_helpers.py runs one)."""
-    if shutil.which("mosquitto") is None:
-        raise RuntimeError("mosquitto is not installed")
-    port = _free_port()
-    data = folder / "mosquitto-data"
-    data.mkdir(parents=True, exist_ok=True)
-    config = folder / "mosquitto.conf"
-    lines = [
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
-        "persistence false",
-        "max_queued_messages 200000",
-        "max_inflight_messages 0",
-        f"log_dest file {folder / 'mosquitto.log'}",
-        "log_type error",
-        "log_type warning",
-    ]
-    if os.geteuid() == 0:
-        lines.append("user root")
-    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    proc = subprocess.Popen(
-        ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        if not _wait(lambda: _listening(port), 10.0):
-            raise RuntimeError("private mosquitto did not start")
-        yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def _seed_e2e(db_url: str, subjects: int, seed: int) -> tuple[Workload, str]:
     """Sites, devices, persons, zones and rules of a live workload in the hub's
     database, and an admin user; returns the workload (rules valid from now) and the
@@ -471,7 +408,10 @@ def run_e2e(subjects: int, rate: float, seconds: float, seed: int) -> dict[str, 
     from edge.comms.mqtt import MqttPeer, MqttSettings
 
     result: dict[str, Any] = {"rate_target": rate, "seconds": seconds, "subjects": subjects}
-    with tempfile.TemporaryDirectory(prefix="bench-sup-") as tmp, _mosquitto(Path(tmp)) as mq:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-sup-") as tmp,
+        mosquitto(Path(tmp) / "broker") as mq,
+    ):
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
         db_url = f"sqlite:///{data_dir / 'lantern.db'}"
@@ -482,7 +422,7 @@ def run_e2e(subjects: int, rate: float, seconds: float, seed: int) -> dict[str, 
         upgrade(eng)
         eng.dispose()
         w, password = _seed_e2e(db_url, subjects, seed)
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LANTERN_")}
         env["LANTERN_JWT_SECRET"] = "bench-" + secrets.token_urlsafe(48)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -520,7 +460,7 @@ def run_e2e(subjects: int, rate: float, seconds: float, seed: int) -> dict[str, 
                     except httpx.TransportError:
                         return False
 
-                if not _wait(healthy, 30.0):
+                if not wait(healthy, 30.0):
                     raise RuntimeError("hub did not become healthy")
                 token = http.post(
                     "/api/v1/auth/token", data={"username": "bench", "password": password}
@@ -597,7 +537,7 @@ def run_e2e(subjects: int, rate: float, seconds: float, seed: int) -> dict[str, 
                 published[event.event_id] = time.monotonic()
                 peer.publish(evt_topic(fix.device_id, "position"), encode(event), qos=1)
             sent_s = time.monotonic() - t0
-            _wait(lambda: len(position_lat) >= len(fixes), 30.0)
+            wait(lambda: len(position_lat) >= len(fixes), 30.0)
             time.sleep(2.0)
             stop.set()
             thread.join(5)

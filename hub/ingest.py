@@ -28,8 +28,10 @@ Batches
 Stages (in order; each one method, a False return ends the message's chain)
     :class:`Validate` (``devices.protocol.decode``; refusals go to quarantine) ->
     :class:`Dedupe` (the same event twice in one batch) -> :class:`Stamp`
-    (``received_at`` is the hub's arrival time) -> :class:`Store` (insert-or-ignore,
-    ``device_boots`` for seq gaps, device state and last seen) -> after commit
+    (``received_at`` is the hub's arrival time) -> :class:`Store` (device states
+    applied; events queued, then stored together at the end of the transaction:
+    one multi-row insert-or-ignore per table, ``device_boots`` for seq gaps, last
+    seen — :func:`hub.db.repositories.store_events`) -> after commit
     :class:`Dispatch` (sinks) -> :class:`AckCollector` (the device acks) ->
     :class:`Notify` (the observer, when there is one).
 
@@ -91,7 +93,7 @@ from hub import metrics
 from hub.comms.mqtt import HubMqttClient, HubMqttSettings, Inbound
 from hub.db.engine import is_sqlite, sqlite_write_lock, write_session
 from hub.db.models import Device
-from hub.db.repositories import apply_device_state, quarantine, store_event
+from hub.db.repositories import apply_device_state, load_devices, quarantine, store_events
 
 __all__ = [
     "AckCollector",
@@ -214,6 +216,10 @@ class Batch:
 
     items: list[Item]
     session: Session | None = None
+    devices: dict[str, Device] = field(default_factory=dict)
+    """The batch's registered devices, loaded in one query when the transaction begins."""
+    pending: list[Item] = field(default_factory=list)
+    """Events that passed the stages, stored together by :func:`_store_pending`."""
     seen: set[tuple[str, str]] = field(default_factory=set)
     acks: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     rejected: defaultdict[str, list[Rejection]] = field(default_factory=lambda: defaultdict(list))
@@ -308,8 +314,9 @@ class Stamp:
 
 
 class Store:
-    """Store events insert-or-ignore and apply device states, in the batch's
-    transaction; events of unregistered devices are quarantined."""
+    """Apply device states and queue events for the batch's bulk insert-or-ignore
+    (:func:`_store_pending`, in the same transaction); events of unregistered devices
+    are quarantined."""
 
     def process(self, item: Item, batch: Batch) -> bool:
         assert item.decoded is not None and batch.session is not None
@@ -326,13 +333,25 @@ class Store:
         if not isinstance(message, EventEnvelope):
             logger.debug("ignoring %s on %s", type(message).__name__, item.inbound.topic)
             return False
-        if session.get(Device, item.device_id) is None:
+        if item.device_id not in batch.devices:
             _quarantine(batch, item, "unknown_device", "device is not registered")
             return False
-        item.new = store_event(session, item.decoded)
+        batch.pending.append(item)
         item.ack = True
-        item.duplicate = not item.new
         return True
+
+
+def _store_pending(batch: Batch) -> None:
+    """Store the events queued by :class:`Store` in bulk; mark which were new."""
+    if not batch.pending:
+        return
+    assert batch.session is not None
+    decoded = [item.decoded for item in batch.pending if item.decoded is not None]
+    new = store_events(batch.session, decoded)
+    for item in batch.pending:
+        item.new = (item.device_id, item.event_id or "") in new
+        item.duplicate = not item.new
+    batch.pending.clear()
 
 
 class Dispatch:
@@ -531,6 +550,7 @@ class IngestWorker:
         batch = Batch(items=[Item(m, _device_from_topic(m.topic)) for m in messages])
         with write_session(self.engine) as session:
             batch.session = session
+            batch.devices = load_devices(session, (item.device_id for item in batch.items))
             for item in batch.items:
                 if not careful:
                     _run_chain(self.in_tx, item, batch)
@@ -538,13 +558,17 @@ class IngestWorker:
                 try:
                     with session.begin_nested():
                         _run_chain(self.in_tx, item, batch)
+                        _store_pending(batch)
                 except Exception as exc:
                     logger.exception("ingest failed for a message on %s", item.inbound.topic)
                     item.ack = False
                     item.new = False
+                    item.duplicate = False
                     item.state_applied = False
+                    batch.pending.clear()
                     with session.begin_nested():
                         _quarantine(batch, item, "internal", f"{type(exc).__name__}: {exc}")
+            _store_pending(batch)
         batch.session = None
         for item in batch.items:
             if item.new and item.decoded is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,17 +42,20 @@ from hub.db.models import (
 
 __all__ = [
     "apply_device_state",
+    "dialect_insert",
     "last_positions",
+    "load_devices",
     "quarantine",
     "seq_gaps",
     "store_event",
+    "store_events",
     "track",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-def _insert(session: Session, model: type[Any]) -> Any:
+def dialect_insert(session: Session, model: Any) -> Any:
     """A dialect-specific INSERT that supports ``ON CONFLICT DO NOTHING/UPDATE``."""
     name = session.get_bind().dialect.name
     if name == "postgresql":
@@ -115,43 +118,83 @@ def _b64(text: str | None) -> bytes | None:
 
 
 def store_event(session: Session, decoded: DecodedMessage) -> bool:
-    """Store a decoded device event unless it is already stored; True when new.
-
-    Also records the event's ``(boot_id, seq)`` in ``device_boots`` and moves the
-    device's ``last_seen_at`` forward. The device must be registered (foreign key).
-    """
+    """Store one decoded device event unless it is already stored; True when new
+    (:func:`store_events` for one event)."""
     event = decoded.message
-    if not isinstance(event, EventEnvelope) or event.NAME not in EVENT_MODELS:
+    if not isinstance(event, EventEnvelope):
         raise TypeError(f"not a stored event: {type(event).__name__}")
-    model = EVENT_MODELS[event.NAME]
-    values = _event_values(event, decoded.received_at) | _body_values(event)
-    stmt = (
-        _insert(session, model)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["device_id", "event_id"])
-        .returning(model.id)
-    )
-    # RETURNING yields a row only when the row was inserted (rowcount is not reliable
-    # across drivers for ON CONFLICT DO NOTHING).
-    new = session.execute(stmt).first() is not None
-    if new:
-        _record_seq(session, event, decoded.received_at)
-    else:
-        logger.debug("duplicate event %s from %s ignored", event.event_id, event.device_id)
+    return (event.device_id, event.event_id) in store_events(session, [decoded])
+
+
+def store_events(session: Session, decoded: Sequence[DecodedMessage]) -> set[tuple[str, str]]:
+    """Store decoded device events insert-or-ignore, in bulk; the ``(device_id,
+    event_id)`` keys that were new (the rest were stored before).
+
+    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING per event table and
+    column set; then, for the new events only, ``device_boots`` (seq ranges per boot,
+    one upsert per boot) and each device's ``last_seen_at``. The events must be
+    distinct by key (ingest drops copies within a batch first) and their devices
+    registered (foreign key).
+    """
+    groups: dict[tuple[type[Any], tuple[str, ...]], list[dict[str, Any]]] = {}
+    received: dict[tuple[str, str], tuple[EventEnvelope, datetime]] = {}
+    for item in decoded:
+        event = item.message
+        if not isinstance(event, EventEnvelope) or event.NAME not in EVENT_MODELS:
+            raise TypeError(f"not a stored event: {type(event).__name__}")
+        values = _event_values(event, item.received_at) | _body_values(event)
+        groups.setdefault((EVENT_MODELS[event.NAME], tuple(values)), []).append(values)
+        received[(event.device_id, event.event_id)] = (event, item.received_at)
+    if not received:
+        return set()
+    session.flush()  # ORM changes of the same transaction (device states) go first
+    new: set[tuple[str, str]] = set()
+    for (model, _), rows in groups.items():
+        table = model.__table__
+        stmt = (
+            dialect_insert(session, table)
+            .on_conflict_do_nothing(index_elements=["device_id", "event_id"])
+            .returning(table.c.device_id, table.c.event_id)
+        )
+        # RETURNING yields a row only for a row inserted (rowcount is not reliable
+        # across drivers for ON CONFLICT DO NOTHING); SQLAlchemy sends the rows as
+        # multi-row VALUES ("insertmanyvalues").
+        result = session.execute(stmt, rows)
+        new.update((device_id, event_id) for device_id, event_id in result)
+    for key in received.keys() - new:
+        logger.debug("duplicate event %s from %s ignored", key[1], key[0])
+    _record_seqs(session, [received[key] for key in new])
     return new
 
 
-def _record_seq(session: Session, event: EventEnvelope, received_at: datetime) -> None:
+def _record_seqs(session: Session, events: Sequence[tuple[EventEnvelope, datetime]]) -> None:
+    """Fold new events into ``device_boots`` and the devices' ``last_seen_at``."""
+    if not events:
+        return
+    boots: dict[tuple[str, str], dict[str, Any]] = {}
+    last_seen: dict[str, datetime] = {}
+    for event, received_at in events:
+        key = (event.device_id, event.boot_id)
+        row = boots.get(key)
+        if row is None:
+            boots[key] = {
+                "device_id": event.device_id,
+                "boot_id": event.boot_id,
+                "min_seq": event.seq,
+                "max_seq": event.seq,
+                "events": 1,
+                "first_seen_at": received_at,
+                "last_seen_at": received_at,
+            }
+        else:
+            row["min_seq"] = min(row["min_seq"], event.seq)
+            row["max_seq"] = max(row["max_seq"], event.seq)
+            row["events"] += 1
+            row["last_seen_at"] = max(row["last_seen_at"], received_at)
+        if event.device_id not in last_seen or last_seen[event.device_id] < received_at:
+            last_seen[event.device_id] = received_at
     table = DeviceBoot.__table__
-    stmt: Insert = _insert(session, DeviceBoot).values(
-        device_id=event.device_id,
-        boot_id=event.boot_id,
-        min_seq=event.seq,
-        max_seq=event.seq,
-        events=1,
-        first_seen_at=received_at,
-        last_seen_at=received_at,
-    )
+    stmt: Insert = dialect_insert(session, table)
     excluded = stmt.excluded  # type: ignore[attr-defined]
     stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
         index_elements=["device_id", "boot_id"],
@@ -162,14 +205,36 @@ def _record_seq(session: Session, event: EventEnvelope, received_at: datetime) -
             "max_seq": case(
                 (excluded.max_seq > table.c.max_seq, excluded.max_seq), else_=table.c.max_seq
             ),
-            "events": table.c.events + 1,
-            "last_seen_at": excluded.last_seen_at,
+            "events": table.c.events + excluded.events,
+            "last_seen_at": case(
+                (excluded.last_seen_at > table.c.last_seen_at, excluded.last_seen_at),
+                else_=table.c.last_seen_at,
+            ),
         },
     )
-    session.execute(stmt)
-    device = session.get(Device, event.device_id)
-    if device is not None and (device.last_seen_at is None or device.last_seen_at < received_at):
-        device.last_seen_at = received_at
+    session.execute(stmt, list(boots.values()))
+    for device in load_devices(session, last_seen).values():
+        seen = last_seen[device.device_id]
+        if device.last_seen_at is None or device.last_seen_at < seen:
+            device.last_seen_at = seen
+
+
+def load_devices(session: Session, device_ids: Iterable[str]) -> dict[str, Device]:
+    """The registered devices among ``device_ids``, by id, in one query per 500 ids
+    (those already in the session's identity map cost no query)."""
+    found: dict[str, Device] = {}
+    missing: list[str] = []
+    for device_id in dict.fromkeys(device_ids):
+        device = session.identity_map.get(session.identity_key(Device, device_id))
+        if isinstance(device, Device):
+            found[device_id] = device
+        else:
+            missing.append(device_id)
+    for start in range(0, len(missing), 500):
+        chunk = missing[start : start + 500]
+        for device in session.scalars(select(Device).where(Device.device_id.in_(chunk))):
+            found[device.device_id] = device
+    return found
 
 
 def seq_gaps(session: Session, device_id: str, boot_id: str) -> list[tuple[int, int]]:

@@ -331,6 +331,11 @@ class SupervisionEngine:
     def rules(self) -> Mapping[str, Rule]:
         return {rid: rt.rule for rid, rt in self._rules.items()}
 
+    def rule(self, rule_id: str) -> Rule | None:
+        """The evaluated rule of this id, if any (without copying all of them)."""
+        rt = self._rules.get(rule_id)
+        return None if rt is None else rt.rule
+
     def zones_at(self, lat: float, lon: float) -> list[str]:
         """Ids of all zones containing the point (STRtree over every zone)."""
         if self._index is None:

@@ -7,8 +7,10 @@ state into a :class:`~hub.supervision.engine.SupervisionEngine` and then
   :class:`hub.ingest.PositionSink`), evaluates it, and when it raises or clears an
   alert records the transitions (:func:`hub.alerts.record_transitions`, which also
   groups alerts into incidents) with the rule states that changed in one write
-  transaction; states changed by quiet fixes are saved by the next clock tick, so
-  a crash loses at most a second of evaluation progress, never a recorded alert;
+  transaction; states changed by quiet fixes are saved by the clock every
+  ``save_states_seconds`` (5 s), in bulk, so a crash loses at most that much
+  evaluation progress (e.g. the count towards an N-of-M confirmation), never a
+  recorded alert;
 * takes device alarms (:meth:`SupervisionService.on_alarm`) into the same alerts;
 * runs a clock thread (:meth:`start`/:meth:`stop`) that ticks the engine every
   second, for curfews and silences without fixes, and escalates incidents past
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +52,7 @@ from hub.db.models import (
     SupervisionZone,
     utcnow,
 )
+from hub.db.repositories import dialect_insert
 from hub.supervision.engine import SupervisionEngine
 from hub.supervision.model import (
     AlertTransition,
@@ -68,6 +73,9 @@ AlertCallback = Callable[[dict[str, Any]], None]
 """Receives each alert raised or cleared, as a JSON-ready dict (``AlertPublic``)."""
 
 TICK_SECONDS = 1.0
+SAVE_STATES_SECONDS = 5.0
+"""How often the clock saves rule states changed by quiet fixes (a fix that raises or
+clears an alert saves them at once)."""
 """How often the clock evaluates time-driven rules and SLAs."""
 
 
@@ -117,6 +125,17 @@ def fix_of(event: PositionEvent) -> Fix:
     )
 
 
+@dataclass
+class _Work:
+    """What one commit writes: taken from the engine, written outside its lock."""
+
+    transitions: list[AlertTransition]
+    states: list[RuleState]
+    kinds: dict[str, str]
+    now: datetime | None
+    escalate: bool
+
+
 class SupervisionService:
     """The engine with its state in the database; see the module docstring."""
 
@@ -127,12 +146,18 @@ class SupervisionService:
         on_alert: AlertCallback | None = None,
         clock: Callable[[], datetime] = utcnow,
         tick_seconds: float = TICK_SECONDS,
+        save_states_seconds: float = SAVE_STATES_SECONDS,
     ) -> None:
         self.db = engine
         self.on_alert = on_alert
         self.clock = clock
         self.tick_seconds = tick_seconds
+        self.save_states_seconds = save_states_seconds
         self._lock = threading.RLock()
+        """Guards the engine."""
+        self._write_lock = threading.Lock()
+        """Orders database writes of snapshots; taken while holding ``_lock``, never
+        the other way round."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subjects: dict[str, str] = {}
@@ -180,13 +205,16 @@ class SupervisionService:
         """Evaluate a newly stored position (the ingest :class:`PositionSink`).
 
         A fix that raises or clears an alert is committed at once, with every changed
-        rule state; otherwise the changed states wait for the clock's next tick (at
-        most ``tick_seconds``), so a stream of quiet fixes costs no transaction each."""
+        rule state; otherwise the changed states wait for the clock's next save (at
+        most ``save_states_seconds``), so a stream of quiet fixes costs no transaction
+        each and a state changed many times in between is written once."""
         fix = fix_of(event)
         with self._lock:
             transitions = self.engine.on_fix(fix)
-            if transitions:
-                self._commit(transitions)
+            if not transitions:
+                return
+            work = self._snapshot(transitions)
+        self._write(work)
 
     def on_alarm(self, event: AlarmEvent, received_at: datetime | None = None) -> None:
         """Record a device alarm as an alert, raised or cleared (the ingest
@@ -196,14 +224,21 @@ class SupervisionService:
             transition = alert_from_device_alarm(event, subject)
             if transition is None:
                 return
-            self._commit([transition])
+            work = self._snapshot([transition])
+        self._write(work)
 
-    def tick(self, now: datetime | None = None) -> None:
-        """One clock step: time-driven rules, then SLA escalations."""
+    def tick(self, now: datetime | None = None, *, save_states: bool = True) -> None:
+        """One clock step: time-driven rules, then SLA escalations; with
+        ``save_states`` also the states quiet fixes changed (transitions always save
+        them, with the alerts they raise)."""
         at = now or self.clock()
+        escalate = self._overdue(at)  # a read, outside the engine's lock
         with self._lock:
             transitions = self.engine.tick(at)
-            self._commit(transitions, now=at, escalate=True)
+            work = self._snapshot(
+                transitions, now=at, escalate=escalate, save_states=save_states or bool(transitions)
+            )
+        self._write(work)
 
     # -- the clock -------------------------------------------------------------------------
 
@@ -225,38 +260,62 @@ class SupervisionService:
             self._save_states()
 
     def _run(self) -> None:
+        next_save = time.monotonic() + self.save_states_seconds
         while not self._stop.wait(self.tick_seconds):
+            save = time.monotonic() >= next_save
+            if save:
+                next_save = time.monotonic() + self.save_states_seconds
             try:
-                self.tick()
+                self.tick(save_states=save)
             except Exception:
                 logger.exception("supervision clock tick failed")
 
     # -- persistence -----------------------------------------------------------------------
 
-    def _commit(
+    def _snapshot(
         self,
         transitions: Sequence[AlertTransition],
         *,
         now: datetime | None = None,
         escalate: bool = False,
-    ) -> None:
-        """Record transitions and changed states in one transaction, then publish."""
-        states = self.engine.dirty_states()
-        if escalate and not self._overdue(now or self.clock()):
-            escalate = False
+        save_states: bool = True,
+    ) -> _Work | None:
+        """Under the engine's lock: what to write (transitions, changed states), or None.
+
+        A returned piece of work holds the write lock, taken before the engine's lock
+        is released, so works are written in the order they were taken from the engine
+        (a later state never overwritten by an earlier one) while the engine goes on
+        evaluating during the database write."""
+        states = self.engine.dirty_states() if save_states else []
         if not transitions and not states and not escalate:
+            return None
+        kinds = {}
+        for state in states:
+            rule = self.engine.rule(state.rule_id)
+            if rule is not None:
+                kinds[state.rule_id] = str(rule.kind)
+        self._write_lock.acquire()
+        return _Work(list(transitions), states, kinds, now, escalate)
+
+    def _write(self, work: _Work | None) -> None:
+        """Record a snapshot's transitions and states in one transaction, release the
+        write lock, then publish the alerts."""
+        if work is None:
             return
         published: list[dict[str, Any]] = []
-        with write_session(self.db) as session:
-            ids = record_transitions(session, transitions, now=now)
-            self._store_states(session, states)
-            if escalate:
-                escalate_overdue(session, now)
-            if ids and self.on_alert is not None:
-                rows = session.scalars(
-                    select(Alert).where(Alert.id.in_(ids)).order_by(Alert.id)
-                ).all()
-                published = [alert_public(row).model_dump(mode="json") for row in rows]
+        try:
+            with write_session(self.db) as session:
+                ids = record_transitions(session, work.transitions, now=work.now)
+                self._store_states(session, work.states, work.kinds)
+                if work.escalate:
+                    escalate_overdue(session, work.now)
+                if ids and self.on_alert is not None:
+                    rows = session.scalars(
+                        select(Alert).where(Alert.id.in_(ids)).order_by(Alert.id)
+                    ).all()
+                    published = [alert_public(row).model_dump(mode="json") for row in rows]
+        finally:
+            self._write_lock.release()
         for alert in published:
             try:
                 assert self.on_alert is not None
@@ -277,33 +336,51 @@ class SupervisionService:
             return session.scalar(stmt.limit(1)) is not None
 
     def _save_states(self) -> None:
-        states = self.engine.dirty_states()
-        if states:
-            with write_session(self.db) as session:
-                self._store_states(session, states)
+        """Save the changed states now (the caller holds the engine's lock)."""
+        self._write(self._snapshot([]))
 
-    def _store_states(self, session: Session, states: Sequence[RuleState]) -> None:
+    def _store_states(
+        self, session: Session, states: Sequence[RuleState], kinds: Mapping[str, str]
+    ) -> None:
+        """Upsert changed states in bulk (one multi-row statement per 500), skipping
+        states of rules deleted or changed meanwhile (``kinds``: each state's rule kind
+        when it was evaluated)."""
         if not states:
             return
         ids = [state.rule_id for state in states]
-        stmt = select(SupervisionRule.id, SupervisionRule.kind).where(SupervisionRule.id.in_(ids))
-        kinds = {rule_id: kind for rule_id, kind in session.execute(stmt)}
-        evaluated = self.engine.rules
+        stored: dict[str, str] = {}
+        for start in range(0, len(ids), 500):  # bound the statements' parameter counts
+            chunk = ids[start : start + 500]
+            stmt = select(SupervisionRule.id, SupervisionRule.kind)
+            for rule_id, kind in session.execute(stmt.where(SupervisionRule.id.in_(chunk))):
+                stored[rule_id] = kind
+        now = utcnow()
+        rows = []
         for state in states:
-            rule = evaluated.get(state.rule_id)
-            if state.rule_id not in kinds or (
-                rule is not None and rule.kind != kinds[state.rule_id]
+            evaluated = kinds.get(state.rule_id)
+            if state.rule_id not in stored or (
+                evaluated is not None and evaluated != stored[state.rule_id]
             ):
                 continue  # the rule was deleted or changed kind meanwhile: its state is stale
-            row = session.get(SupervisionRuleState, state.rule_id)
-            if row is None:
-                session.add(
-                    SupervisionRuleState(
-                        rule_id=state.rule_id, subject_id=state.subject_id, data=state.data
-                    )
-                )
-            else:
-                row.subject_id = state.subject_id
-                row.data = dict(state.data)
-                row.updated_at = utcnow()
-        session.flush()
+            rows.append(
+                {
+                    "rule_id": state.rule_id,
+                    "subject_id": state.subject_id,
+                    "data": dict(state.data),
+                    "updated_at": now,
+                }
+            )
+        session.flush()  # the transaction's ORM changes first
+        table = SupervisionRuleState.__table__
+        for start in range(0, len(rows), 500):
+            upsert = dialect_insert(session, table)
+            excluded = upsert.excluded
+            upsert = upsert.on_conflict_do_update(
+                index_elements=["rule_id"],
+                set_={
+                    "subject_id": excluded.subject_id,
+                    "data": excluded.data,
+                    "updated_at": excluded.updated_at,
+                },
+            )
+            session.execute(upsert, rows[start : start + 500])
