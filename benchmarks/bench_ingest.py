@@ -528,6 +528,100 @@ def run_fleet(devices: int, backend: str, args: argparse.Namespace) -> dict[str,
     return report
 
 
+class _NoNetwork:
+    """Stands in for the hub's MQTT client in the in-process stage costs: PUBACKs and
+    acks are dropped after they are built (the acks are still encoded)."""
+
+    def ack(self, generation: int, mid: int, qos: int) -> None:
+        del generation, mid, qos
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        del topic, payload, qos, retain
+
+
+def run_stages(devices: int, batches: int, batch_size: int, seed_value: int) -> dict[str, Any]:
+    """CPU time per message of the hub's stages, in one process and without MQTT:
+    decoding alone; a batch decoded, stored and acked (no sinks); the same plus the
+    supervision engine. What the live phases cost beyond the last is MQTT I/O,
+    threads and the clock."""
+    from datetime import UTC, datetime
+
+    from devices.protocol import (
+        PositionBody,
+        PositionEvent,
+        decode,
+        encode,
+        evt_topic,
+        new_event_id,
+    )
+    from hub.comms.mqtt import Inbound
+    from hub.db.engine import make_engine
+    from hub.ingest import IngestSettings, IngestWorker, NullPositionSink, NullSightingSink
+    from hub.supervision.service import SupervisionService
+
+    report: dict[str, Any] = {"devices": devices, "batch_size": batch_size}
+    with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'lantern.db'}"
+        fleet = seed(url, devices, seed_value)
+        engine = make_engine(url)
+        k = 0
+
+        def batch() -> list[Inbound]:
+            nonlocal k
+            out = []
+            for _ in range(batch_size):
+                device = fleet.device_ids[k % devices]
+                k += 1
+                lat, lon, acc = fleet.tracks[device][0]
+                now = datetime.now(UTC)
+                event = PositionEvent(
+                    device_id=device,
+                    event_id=new_event_id(),
+                    boot_id=fleet.boots[device],
+                    seq=fleet.seqs[device],
+                    captured_at=now,
+                    sent_at=now,
+                    body=PositionBody(lat=lat, lon=lon, acc=acc, src="gnss"),
+                )
+                fleet.seqs[device] += 1
+                out.append(
+                    Inbound(
+                        topic=evt_topic(device, "position"),
+                        payload=encode(event),
+                        qos=1,
+                        retain=False,
+                        mid=k % 65_535 + 1,
+                        generation=1,
+                        received_at=now,
+                    )
+                )
+            return out
+
+        try:
+            sample = [m for _ in range(batches) for m in batch()]
+            c0 = time.process_time()
+            for m in sample:
+                decode(m.topic, m.payload, now=m.received_at)
+            report["decode_us"] = round((time.process_time() - c0) / len(sample) * 1e6, 1)
+            supervision = SupervisionService(engine)
+            client: Any = _NoNetwork()
+            for label, sink in (("stored_us", NullPositionSink()), ("evaluated_us", supervision)):
+                worker = IngestWorker(0, engine, client, IngestSettings(), sink, NullSightingSink())
+                work = [batch() for _ in range(batches)]
+                c0 = time.process_time()
+                for messages in work:
+                    worker.handle(messages)
+                n = sum(map(len, work))
+                report[label] = round((time.process_time() - c0) / n * 1e6, 1)
+            c0 = time.process_time()
+            supervision.tick()  # saves the states the fixes above changed
+            report["state_save_ms"] = round((time.process_time() - c0) * 1e3, 1)
+        finally:
+            engine.dispose()
+    logger.info("stages: %s", json.dumps(report))
+    return report
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "| devices | backend | phase | offered/s | sent | acked | lost | throughput/s "
@@ -544,6 +638,13 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {p['hub_cpu_us_per_msg']} |"
             )
     lines.append("")
+    for stage in report.get("stages", []):
+        lines.append(
+            f"- stage CPU per message, {stage['devices']:,} devices, batches of "
+            f"{stage['batch_size']}: decode {stage['decode_us']} µs; decode + store + ack "
+            f"{stage['stored_us']} µs; + supervision {stage['evaluated_us']} µs; saving the "
+            f"changed rule states once {stage['state_save_ms']} ms"
+        )
     for fleet in report["fleets"]:
         c = fleet["ceiling"]
         lines.append(
@@ -573,6 +674,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="Hub ingest workers.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="1,000 devices, short phases.")
+    parser.add_argument(
+        "--stages-only",
+        action="store_true",
+        help="Only the in-process CPU cost per message of each stage (no MQTT, no phases).",
+    )
     parser.add_argument("--json", type=Path, help="Write the report here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -602,11 +708,15 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
         },
         "fleets": [],
+        "stages": [],
     }
     logger.info("machine: %s", json.dumps(report["machine"]))
     logger.info("config: %s", json.dumps(report["config"]))
     for size in sizes:
-        report["fleets"].append(run_fleet(size, args.backend, args))
+        report["stages"].append(run_stages(size, 25, 200, args.seed))
+    if not args.stages_only:
+        for size in sizes:
+            report["fleets"].append(run_fleet(size, args.backend, args))
     text = markdown(report)
     logger.info("results\n%s", text)
     if args.json is not None:

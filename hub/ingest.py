@@ -67,6 +67,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from devices.protocol import (
@@ -357,7 +358,8 @@ def _store_pending(batch: Batch) -> None:
 class Dispatch:
     """After the commit: newly stored positions, sightings and alarms go to their sinks.
     A sink that fails is logged; the event stays stored and acked (a sink is not a
-    reason for the device to send it again)."""
+    reason for the device to send it again) — except an alarm, whose alert must not be
+    lost: it is left unacked, so the device resends it and the sink gets it again."""
 
     def __init__(
         self, positions: PositionSink, sightings: SightingSink, alarms: AlarmSink
@@ -367,10 +369,15 @@ class Dispatch:
         self.alarms = alarms
 
     def process(self, item: Item, batch: Batch) -> bool:
-        if not item.new or item.decoded is None:
+        if item.decoded is None:
             return True
         message = item.decoded.message
         received_at = item.decoded.received_at
+        # An alarm goes to its sink again when it arrives again: the sink records its
+        # alert idempotently (by key), so a hub that died, or a database that failed,
+        # between storing the alarm and recording its alert heals on the resend.
+        if not item.new and not (item.duplicate and isinstance(message, AlarmEvent)):
+            return True
         try:
             if isinstance(message, PositionEvent):
                 self.positions.on_position(message, received_at)
@@ -380,6 +387,9 @@ class Dispatch:
                 self.alarms.on_alarm(message, received_at)
         except Exception:
             logger.exception("sink failed for %s", item.inbound.topic)
+            if isinstance(message, AlarmEvent):
+                # Not acked to the device, which sends it again: see above.
+                item.ack = False
         return True
 
 
@@ -560,6 +570,8 @@ class IngestWorker:
                         _run_chain(self.in_tx, item, batch)
                         _store_pending(batch)
                 except Exception as exc:
+                    if _transient(exc):
+                        raise  # the database, not the message: the batch is retried
                     logger.exception("ingest failed for a message on %s", item.inbound.topic)
                     item.ack = False
                     item.new = False
@@ -596,6 +608,17 @@ class IngestWorker:
                 )
                 self.client.publish(ack_topic(device_id), encode(ack), qos=qos)
                 metrics.ACKS_PUBLISHED.inc()
+
+
+def _transient(exc: BaseException) -> bool:
+    """A database failure that says nothing about the message (connection lost,
+    server restarting, deadlock, serialisation failure): retry, never quarantine."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError)):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40001", "40P01")
 
 
 class Ingest:

@@ -331,6 +331,11 @@ class SupervisionEngine:
     def rules(self) -> Mapping[str, Rule]:
         return {rid: rt.rule for rid, rt in self._rules.items()}
 
+    def mark_dirty(self, rule_ids: Iterable[str]) -> None:
+        """Have :meth:`dirty_states` report these rules' states again (their last save
+        failed)."""
+        self._dirty.update(rid for rid in rule_ids if rid in self._rules)
+
     def rule(self, rule_id: str) -> Rule | None:
         """The evaluated rule of this id, if any (without copying all of them)."""
         rt = self._rules.get(rule_id)

@@ -158,6 +158,8 @@ class SupervisionService:
         self._write_lock = threading.Lock()
         """Orders database writes of snapshots; taken while holding ``_lock``, never
         the other way round."""
+        self._unwritten: _Work | None = None
+        """The work of the last write, if it failed (guarded by ``_write_lock``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subjects: dict[str, str] = {}
@@ -285,17 +287,32 @@ class SupervisionService:
         A returned piece of work holds the write lock, taken before the engine's lock
         is released, so works are written in the order they were taken from the engine
         (a later state never overwritten by an earlier one) while the engine goes on
-        evaluating during the database write."""
-        states = self.engine.dirty_states() if save_states else []
-        if not transitions and not states and not escalate:
+        evaluating during the database write. The work of a write that failed is taken
+        again first: its transitions, and its rules' current states."""
+        if not transitions and not save_states and not escalate and self._unwritten is None:
             return None
-        kinds = {}
-        for state in states:
-            rule = self.engine.rule(state.rule_id)
-            if rule is not None:
-                kinds[state.rule_id] = str(rule.kind)
         self._write_lock.acquire()
-        return _Work(list(transitions), states, kinds, now, escalate)
+        try:
+            retry, self._unwritten = self._unwritten, None
+            if retry is not None:
+                self.engine.mark_dirty(state.rule_id for state in retry.states)
+                transitions = [*retry.transitions, *transitions]
+                escalate = escalate or retry.escalate
+                save_states = True
+                now = now or retry.now
+            states = self.engine.dirty_states() if save_states else []
+            if not transitions and not states and not escalate:
+                self._write_lock.release()
+                return None
+            kinds = {}
+            for state in states:
+                rule = self.engine.rule(state.rule_id)
+                if rule is not None:
+                    kinds[state.rule_id] = str(rule.kind)
+            return _Work(list(transitions), states, kinds, now, escalate)
+        except BaseException:
+            self._write_lock.release()
+            raise
 
     def _write(self, work: _Work | None) -> None:
         """Record a snapshot's transitions and states in one transaction, release the
@@ -314,6 +331,17 @@ class SupervisionService:
                         select(Alert).where(Alert.id.in_(ids)).order_by(Alert.id)
                     ).all()
                     published = [alert_public(row).model_dump(mode="json") for row in rows]
+        except BaseException:
+            # Kept for the next snapshot (the clock's next tick at the latest), so an
+            # alert whose write failed (the database restarting) is still recorded.
+            self._unwritten = work
+            logger.warning(
+                "supervision write of %d transitions and %d states failed; retried with "
+                "the next one",
+                len(work.transitions),
+                len(work.states),
+            )
+            raise
         finally:
             self._write_lock.release()
         for alert in published:

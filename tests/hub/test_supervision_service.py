@@ -8,7 +8,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from devices.protocol import (
@@ -209,6 +211,37 @@ def test_device_alarms_become_alerts_of_the_subject(engine: Engine) -> None:
     (alert,) = alerts_of(engine)
     assert alert.cleared_at == T0
     assert [p["type"] for p in published] == ["strap.tamper", "strap.tamper"]
+
+
+def test_an_alert_whose_write_failed_is_recorded_by_the_next_tick(engine: Engine) -> None:
+    """The database refuses the write (its alerts table is gone for a moment, as when
+    it restarts): the alarm's alert is kept and written by the clock's next tick."""
+    seed(engine, EXCLUSION)
+    service = SupervisionService(engine)
+    alarm = AlarmEvent(
+        device_id=DEVICE,
+        event_id=new_event_id(),
+        boot_id=BOOT,
+        seq=1,
+        captured_at=T0,
+        sent_at=T0,
+        body=AlarmBody(type="sos", state="active", alarm_id="sos-1"),
+    )
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE alerts RENAME TO alerts_away"))
+    try:
+        with pytest.raises(DBAPIError):
+            service.on_alarm(alarm)
+        with pytest.raises(DBAPIError):
+            service.tick(T0 + timedelta(seconds=1), save_states=False)  # still away
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE alerts_away RENAME TO alerts"))
+    assert alerts_of(engine) == []
+    service.tick(T0 + timedelta(seconds=2), save_states=False)
+    assert [a.type for a in alerts_of(engine)] == ["sos"]
+    service.tick(T0 + timedelta(seconds=3))
+    assert len(alerts_of(engine)) == 1
 
 
 def test_the_clock_raises_silence_and_escalates_overdue_incidents(engine: Engine) -> None:
