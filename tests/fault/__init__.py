@@ -1,0 +1,1 @@
+"""Fault suite: real broker, hub, database and edge processes under faults (``-m fault``)."""
