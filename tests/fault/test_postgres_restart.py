@@ -112,10 +112,6 @@ def test_postgres_restart(tmp_path: Path, cluster: PrivatePostgres) -> None:
     # Nothing was acked while the database was down: what arrived waited, unacked.
     assert acks_while_down == 0, f"{acks_while_down} acks published with the database down"
     assert "failed; redoing it" in hub.log.read_text(errors="replace"), log  # a batch failed
-    quarantined = figures.extra["quarantined"]
-    if quarantined:
-        # Known hub bug (reported): in its message-by-message redo, ingest takes the
-        # database being down for a fault of the first message, quarantines that good
-        # event as ``internal`` once the server answers again, and PUBACKs it without
-        # acking the device; only the device's resend brings it in.
-        pytest.xfail(f"good events quarantined while the database restarted: {quarantined}")
+    # A database that is down is no fault of a message: the batch is retried, never
+    # quarantined (hub/ingest.py ``_transient``).
+    assert not figures.extra["quarantined"], figures.extra["quarantined"]
