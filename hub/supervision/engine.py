@@ -39,6 +39,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -992,5 +993,9 @@ def _ts_or_none(s: Any) -> float | None:
     return None if s is None else _ts(str(s))
 
 
+@lru_cache(maxsize=65_536)
 def _fix_json(fix: Fix) -> dict[str, Any]:
+    """A fix as JSON, memoised: a fix stays in a rule's history for several saves of
+    its state, and serialising it again each time was a third of the save's cost.
+    Callers must not change the dict they get (fixes are frozen, so is this)."""
     return fix.model_dump(mode="json")
