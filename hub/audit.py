@@ -7,8 +7,11 @@ purpose, case id, target, result summary) and ``prev_hash`` is the previous row'
 hashed content and must run 1, 2, 3, ... without holes, :func:`verify` catches an
 edited row (its hash no longer matches), a deleted row (a hole in ``seq``, and the
 next row's ``prev_hash`` points at nothing) and reordered rows (``prev_hash`` links
-break). What a chain alone cannot show is the loss of the newest rows: compare the
-head hash (:func:`head`) with a copy kept elsewhere for that.
+break). What a chain alone cannot show is the loss of the newest rows, or rows
+edited and then all re-hashed from there on (the hash has no key): keep a copy of the
+head (``seq`` and hash, :func:`head`, printed by ``lantern audit verify``) elsewhere,
+and check later that the row of that ``seq`` is still there with that hash
+(:func:`check_kept_head`, ``lantern audit verify --expect-head SEQ:HASH``).
 
 Appends are serialised so concurrent writers cannot fork the chain: on PostgreSQL
 :func:`append` takes a transaction-scoped advisory lock before reading the head; on
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +40,12 @@ from hub.db.models import AuditEntry, utcnow
 __all__ = [
     "ADVISORY_LOCK_KEY",
     "GENESIS_HASH",
+    "KeptHead",
     "VerifyResult",
     "append",
     "canonical_content",
     "chain_hash",
+    "check_kept_head",
     "head",
     "record",
     "verify",
@@ -167,3 +173,45 @@ def verify(session: Session, *, batch: int = 1000) -> VerifyResult:
         prev_hash = entry.hash
         expected_seq += 1
     return VerifyResult(True, rows, head_hash=prev_hash)
+
+
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class KeptHead:
+    """A head of the log kept outside the database: a row's ``seq`` and ``hash``."""
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> KeptHead:
+        """``SEQ:HASH`` (a sequence number from 1, 64 hex digits); ValueError if not."""
+        seq_text, sep, hash_text = text.strip().partition(":")
+        hash_text = hash_text.lower()
+        if not sep or not seq_text.isdigit() or not _HASH_RE.fullmatch(hash_text):
+            raise ValueError(f"expected SEQ:HASH (a number and 64 hex digits), got {text!r}")
+        seq = int(seq_text)
+        if seq < 1:
+            raise ValueError("the kept head's SEQ starts at 1")
+        return cls(seq, hash_text)
+
+
+def check_kept_head(session: Session, kept: KeptHead) -> str | None:
+    """None if the row ``kept.seq`` is in the log with the hash ``kept.hash``, else the
+    reason. Run it on a chain :func:`verify` found intact: then the row's stored hash
+    is the recomputed one, and a match proves every row up to it is unchanged."""
+    stored = session.scalar(select(AuditEntry.hash).where(AuditEntry.seq == kept.seq))
+    if stored is None:
+        last_seq, _ = head(session)
+        return (
+            f"the kept head row seq={kept.seq} is missing: the log ends at seq={last_seq} "
+            "(newest rows removed?)"
+        )
+    if stored != kept.hash:
+        return (
+            f"row seq={kept.seq} has hash {stored}, the kept head says {kept.hash} "
+            "(rows rewritten and re-hashed?)"
+        )
+    return None

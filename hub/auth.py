@@ -2,11 +2,22 @@
 
 Passwords are kept as PBKDF2-HMAC-SHA512 hashes (:func:`hub.credentials.hash_api_secret`)
 and must be at least :data:`MIN_PASSWORD_CHARS` long. A token is an HS256 JWT signed
-with the hub's ``jwt_secret``; it names the user by id and expires after a short
-while. Decoding accepts HS256 only, so ``alg: none`` and any other algorithm are
-refused, and insists on ``exp``, ``iat``, ``sub``, the issuer and the audience. A
-token only says who is asking: the user's current role and whether they are disabled
-are read from the database on each request, so disabling a user takes effect at once.
+with the hub's ``jwt_secret``; it names the user by id and username, names the hub
+that issued it, and expires after a short while. Decoding accepts HS256 only, so
+``alg: none`` and any other algorithm are refused, and insists on ``exp``, ``iat``,
+``sub``, ``name``, the audience and the issuer of *this* hub.
+
+A token is bound to its hub: the issuer is ``lantern-hub:<hub id>``
+(:func:`token_issuer`), where the hub id is the one of the hub's federation file, or
+``local`` for a hub without federation. User ids are small integers that every hub
+counts from 1, so without that binding two hubs that share a JWT key (a deployment
+mistake, but an easy one) would take each other's tokens, a requester of one as the
+admin of the other. The API guard also checks the token's username against the user
+row it names, which still refuses a foreign token when both hubs have the same id.
+
+A token only says who is asking: the user's current role and whether they are
+disabled are read from the database on each request, so disabling a user takes
+effect at once.
 
 Every login attempt, successful or not, is written to the audit log, as are the
 creation and disabling of users. Failures raise the domain errors below; the API
@@ -39,7 +50,7 @@ __all__ = [
     "MAX_PASSWORD_CHARS",
     "MIN_PASSWORD_CHARS",
     "TOKEN_AUDIENCE",
-    "TOKEN_ISSUER",
+    "TOKEN_ISSUER_PREFIX",
     "USERNAME_PATTERN",
     "AuthError",
     "InvalidToken",
@@ -56,6 +67,7 @@ __all__ = [
     "decode_token",
     "disable_user",
     "issue_token",
+    "token_issuer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,7 +75,8 @@ logger = logging.getLogger(__name__)
 JWT_ALGORITHM = "HS256"
 """The only signing algorithm issued and accepted."""
 
-TOKEN_ISSUER = "lantern-hub"
+TOKEN_ISSUER_PREFIX = "lantern-hub"
+"""The issuer of a hub's tokens is this, a colon and the hub id (:func:`token_issuer`)."""
 TOKEN_AUDIENCE = "lantern-api"
 
 ACCESS_TOKEN_TTL = timedelta(minutes=30)
@@ -209,6 +222,13 @@ def authenticate(engine: Engine, username: str, password: str) -> User:
     return user
 
 
+def token_issuer(hub_id: str) -> str:
+    """The ``iss`` of the tokens of hub ``hub_id`` (its federation id, or ``local``)."""
+    if not hub_id or any(c.isspace() or c == ":" for c in hub_id):
+        raise ValueError(f"hub id {hub_id!r} is empty or holds white space or ':'")
+    return f"{TOKEN_ISSUER_PREFIX}:{hub_id}"
+
+
 @dataclass(frozen=True)
 class TokenClaims:
     """What a verified token says: who, the role at issue time, and when it expires."""
@@ -220,15 +240,20 @@ class TokenClaims:
 
 
 def issue_token(
-    secret: str, user: User, *, ttl: timedelta = ACCESS_TOKEN_TTL, now: datetime | None = None
+    secret: str,
+    user: User,
+    *,
+    hub_id: str,
+    ttl: timedelta = ACCESS_TOKEN_TTL,
+    now: datetime | None = None,
 ) -> str:
-    """A signed access token for ``user`` valid for ``ttl``."""
+    """A signed access token for ``user`` of hub ``hub_id``, valid for ``ttl``."""
     issued = (now or datetime.now(UTC)).astimezone(UTC)
     claims: dict[str, Any] = {
         "sub": str(user.id),
         "name": user.username,
         "role": user.role,
-        "iss": TOKEN_ISSUER,
+        "iss": token_issuer(hub_id),
         "aud": TOKEN_AUDIENCE,
         "iat": issued,
         "nbf": issued,
@@ -238,21 +263,25 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM)
 
 
-def decode_token(secret: str, token: str) -> TokenClaims:
-    """Verify ``token`` and return its claims, or raise InvalidToken."""
+def decode_token(secret: str, token: str, *, hub_id: str) -> TokenClaims:
+    """Verify ``token`` as one of hub ``hub_id`` and return its claims, or raise
+    InvalidToken (also for a token another hub issued, whatever its key)."""
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[JWT_ALGORITHM],
             audience=TOKEN_AUDIENCE,
-            issuer=TOKEN_ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            issuer=token_issuer(hub_id),
+            options={"require": ["exp", "iat", "sub", "name", "iss", "aud"]},
             leeway=timedelta(seconds=5),
         )
+        username = claims["name"]
+        if not isinstance(username, str) or not username:
+            raise InvalidToken("the name claim is not a username")
         return TokenClaims(
             user_id=int(claims["sub"]),
-            username=str(claims.get("name", "")),
+            username=username,
             role=str(claims.get("role", "")),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         )

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from hub.audit import verify
+from hub.audit import KeptHead, check_kept_head, verify
 from hub.cli_options import DatabaseUrl, DataDir, resolve_database_url
-from hub.db.engine import make_engine
+from hub.db.engine import make_engine, normalise_url
 from hub.db.migrate import current_revision, head_revision, upgrade
+from hub.db.models import AuditEntry
 from hub.gallery_cli import rebuild_galleries
 from hub.retention_cli import purge_expired
 from hub.settings import MQTT_PASSWORD_ENV, HubSettings
@@ -78,20 +80,82 @@ app.command("rebuild-galleries")(rebuild_galleries)
 app.command("purge-expired")(purge_expired)
 
 
-@audit_app.command("verify")
-def verify_command(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
-    """Recompute the audit hash chain; exit 1 naming the first bad row if broken."""
-    engine = make_engine(resolve_database_url(database_url, data_dir))
+def _kept_head(value: str | None) -> KeptHead | None:
+    if value is None:
+        return None
     try:
+        return KeptHead.parse(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--expect-head") from None
+
+
+def _no_sqlite_file(url: str) -> bool:
+    """Whether ``url`` is an SQLite database whose file does not exist (connecting
+    would create an empty one) or one in memory (empty by definition)."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        return True
+    if database.startswith("file:"):
+        database = database.removeprefix("file:").partition("?")[0]
+    return not Path(database).is_file()
+
+
+@audit_app.command("verify")
+def verify_command(
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            metavar="SEQ:HASH",
+            help="A head kept elsewhere (the seq and hash an earlier run printed): fail "
+            "unless that row is still in the chain with that hash, which catches removed "
+            "newest rows and rows re-hashed after an edit.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Recompute the audit hash chain; exit 1 naming the first bad row if broken (or
+    if the kept head of ``--expect-head`` is missing or differs), exit 2 if the
+    database holds no audit log."""
+    kept = _kept_head(expect_head)
+    url = resolve_database_url(database_url, data_dir)
+    shown = make_url(url).render_as_string(hide_password=True)
+    no_log = f"no audit log at {shown} (not a Lantern database, or not migrated)"
+    if _no_sqlite_file(url):
+        typer.echo(no_log, err=True)
+        raise typer.Exit(code=2)
+    engine = make_engine(url)
+    kept_problem: str | None = None
+    try:
+        if not inspect(engine).has_table(AuditEntry.__tablename__):
+            typer.echo(no_log, err=True)
+            raise typer.Exit(code=2)
         with Session(engine) as session:
             result = verify(session)
+            if result.ok and kept is not None:
+                kept_problem = check_kept_head(session, kept)
+    except SQLAlchemyError as exc:
+        logger.debug("audit verify failed", exc_info=True)
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0]
+        typer.echo(f"cannot read the audit log at {shown}: {reason}", err=True)
+        raise typer.Exit(code=2) from None
     finally:
         engine.dispose()
-    if result.ok:
-        typer.echo(f"audit chain intact: {result.rows} rows, head {result.head_hash}")
+    if not result.ok:
+        typer.echo(f"audit chain BROKEN at row seq={result.bad_seq}: {result.reason}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"audit chain intact: {result.rows} rows, head {result.head_hash}")
+    if kept is None:
         return
-    typer.echo(f"audit chain BROKEN at row seq={result.bad_seq}: {result.reason}", err=True)
-    raise typer.Exit(code=1)
+    if kept_problem is not None:
+        typer.echo(f"audit chain does NOT hold the kept head: {kept_problem}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"kept head seq={kept.seq} found unchanged")
 
 
 def _parse_http(value: str) -> tuple[str, int]:

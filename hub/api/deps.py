@@ -22,8 +22,10 @@ from sqlalchemy import Engine, Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from hub import audit
-from hub.auth import InvalidToken, decode_token
+from hub.auth import InvalidToken, TokenClaims, decode_token
 from hub.db.users import Role, User
+from hub.federation.peers import federation_for
+from hub.reunion import LOCAL_HUB_ID
 from hub.settings import HubSettings
 
 from .schemas import DEFAULT_LIMIT, MAX_LIMIT, Page
@@ -43,6 +45,8 @@ __all__ = [
     "SettingsDep",
     "declared_roles",
     "fetch_page",
+    "hub_id_of",
+    "token_user",
     "paginate",
     "audited_crop",
     "crop_responses",
@@ -91,7 +95,8 @@ class Pagination:
 
 def _pagination(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+    # Bounded like a row id: a larger offset overflows the database's integer.
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="Rows to skip.")] = 0,
 ) -> Pagination:
     return Pagination(limit=limit, offset=offset)
 
@@ -154,11 +159,28 @@ def _unauthorised(detail: str) -> HTTPException:
     )
 
 
+def hub_id_of(state: Any) -> str:
+    """The id the app's tokens are bound to (``state`` is ``app.state``): the hub id of
+    its federation file, else ``local`` (see :mod:`hub.auth`)."""
+    federation = federation_for(state)
+    return federation.hub_id if federation is not None else LOCAL_HUB_ID
+
+
+def token_user(session: Session, claims: TokenClaims) -> User | None:
+    """The enabled user a verified token names, or None: the user row of its id must
+    exist, be enabled and carry the token's username (a token of another hub naming
+    the same id is refused even when the hubs share the key and the hub id)."""
+    user = session.get(User, claims.user_id)
+    if user is None or user.disabled or user.username != claims.username:
+        return None
+    return user
+
+
 class RoleGuard:
     """Dependency admitting a valid bearer token of an enabled user with one of ``roles``.
 
-    No token, a bad token or a disabled or deleted user: 401. A valid user of another
-    role: 403.
+    No token, a bad token (another hub's included) or a disabled, deleted or renamed
+    user: 401. A valid user of another role: 403.
     """
 
     def __init__(self, roles: frozenset[Role]) -> None:
@@ -171,6 +193,7 @@ class RoleGuard:
 
     def __call__(
         self,
+        request: Request,
         settings: SettingsDep,
         engine: EngineDep,
         token: Annotated[str | None, Depends(_bearer)],
@@ -178,13 +201,18 @@ class RoleGuard:
         if not token:
             raise _unauthorised("not authenticated")
         try:
-            claims = decode_token(settings.jwt_secret.get_secret_value(), token)
+            claims = decode_token(
+                settings.jwt_secret.get_secret_value(),
+                token,
+                hub_id=hub_id_of(request.app.state),
+            )
         except InvalidToken as exc:
             logger.info("bearer token refused: %s", exc)
             raise _unauthorised("invalid or expired token") from exc
         with Session(engine) as session:
-            user = session.get(User, claims.user_id)
-            if user is None or user.disabled:
+            user = token_user(session, claims)
+            if user is None:
+                logger.info("bearer token of user %d (%r) refused", claims.user_id, claims.username)
                 raise _unauthorised("user unknown or disabled")
             caller = AuthUser(id=user.id, username=user.username, role=Role(user.role))
         if caller.role not in self.roles:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from hub.api import UnguardedRouteError, api_routes, check_guards, create_app
 from hub.api.deps import declared_roles
-from hub.auth import Role, create_user, issue_token
+from hub.auth import Role, create_user, issue_token, token_issuer
 from hub.db.engine import write_session
 from hub.db.models import Device, Site
 from hub.db.users import User
@@ -101,9 +101,7 @@ def _add_user(engine: Engine, username: str, role: Role) -> User:
 
 
 def _login(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
-    response = client.post(
-        "/api/v1/auth/token", data={"username": username, "password": password}
-    )
+    response = client.post("/api/v1/auth/token", data={"username": username, "password": password})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["token_type"] == "bearer" and body["expires_in"] > 0
@@ -199,7 +197,8 @@ def test_bad_tokens_are_401(engine: Engine, client: TestClient) -> None:
     now = datetime.now(UTC)
     good = {
         "sub": str(user.id),
-        "iss": "lantern-hub",
+        "name": "erin",
+        "iss": token_issuer("local"),
         "aud": "lantern-api",
         "iat": now,
         "exp": now + timedelta(minutes=5),
@@ -214,11 +213,19 @@ def test_bad_tokens_are_401(engine: Engine, client: TestClient) -> None:
         "hs512": _token(good, algorithm="HS512"),
         "alg-none": jwt.encode(good, None, algorithm="none"),
         "unknown-user": _token(good | {"sub": "424242"}),
+        # Another hub's user number N is not this hub's user number N.
+        "other-hub": _token(good | {"iss": token_issuer("region-b")}),
+        "hubless-issuer": _token(good | {"iss": "lantern-hub"}),
+        "other-username": _token(good | {"name": "mallory"}),
+        "no-username": _token({k: v for k, v in good.items() if k != "name"}),
         "garbage": "abc",
     }
-    assert client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {valid}"}).json()[
-        "username"
-    ] == "erin"
+    assert (
+        client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {valid}"}).json()[
+            "username"
+        ]
+        == "erin"
+    )
     for name, token in bad.items():
         response = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401, name
@@ -245,9 +252,7 @@ def test_disabling_a_user_revokes_their_tokens_at_once(
     assert client.post(f"/api/v1/users/{me['id']}/disable", headers=admin).status_code == 409
 
 
-def test_user_administration(
-    client: TestClient, headers: dict[Role, dict[str, str]]
-) -> None:
+def test_user_administration(client: TestClient, headers: dict[Role, dict[str, str]]) -> None:
     admin = headers[Role.admin]
     body = {"username": "grace", "role": "caseworker", "password": PASSWORD}
     created = client.post("/api/v1/users", json=body, headers=admin)
@@ -354,9 +359,7 @@ def test_audit_is_readable_and_verifiable_but_not_writable(
 def test_openapi_document(app: FastAPI, client: TestClient) -> None:
     doc = client.get("/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    documented = {
-        (method.upper(), path) for path, ops in doc["paths"].items() for method in ops
-    }
+    documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     assert documented == set(POLICY)
     scheme = doc["components"]["securitySchemes"]["OAuth2PasswordBearer"]
     assert scheme["flows"]["password"]["tokenUrl"] == "/api/v1/auth/token"
@@ -379,7 +382,9 @@ def test_openapi_document(app: FastAPI, client: TestClient) -> None:
 
 def test_issued_token_expires(engine: Engine, app: FastAPI, client: TestClient) -> None:
     user = _add_user(engine, "heidi", Role.auditor)
-    old = issue_token(SECRET, user, ttl=timedelta(minutes=1), now=datetime.now(UTC) - timedelta(1))
+    old = issue_token(
+        SECRET, user, hub_id="local", ttl=timedelta(minutes=1), now=datetime.now(UTC) - timedelta(1)
+    )
     response = client.get("/api/v1/audit", headers={"Authorization": f"Bearer {old}"})
     assert response.status_code == 401
 

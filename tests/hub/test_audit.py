@@ -133,3 +133,25 @@ def test_concurrent_appends_keep_one_chain(engine: Engine) -> None:
     assert errors == []
     result = check(engine)
     assert result.ok and result.rows == threads * per_thread
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("6:" + "ab" * 32, True),
+        (" 6:" + "AB" * 32 + " ", True),
+        ("6", False),
+        ("6:abc", False),
+        ("x:" + "0" * 64, False),
+        ("0:" + "0" * 64, False),
+        ("-1:" + "0" * 64, False),
+        ("6:" + "g" * 64, False),
+        (":", False),
+    ],
+)
+def test_a_kept_head_is_parsed_strictly(text: str, ok: bool) -> None:
+    if ok:
+        assert audit.KeptHead.parse(text) == audit.KeptHead(6, "ab" * 32)
+    else:
+        with pytest.raises(ValueError):
+            audit.KeptHead.parse(text)

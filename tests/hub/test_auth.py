@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from hub.auth import (
     TOKEN_AUDIENCE,
-    TOKEN_ISSUER,
     InvalidToken,
     LoginFailed,
     Role,
@@ -25,12 +24,15 @@ from hub.auth import (
     decode_token,
     disable_user,
     issue_token,
+    token_issuer,
 )
 from hub.db.models import AuditEntry
 from hub.settings import HubSettings
 
 SECRET = "t3st-Key_for-Lantern-hub-0123456789-abcdefghij-KLMNOPQRSTUVWXYZ-0123456789"
 OTHER_SECRET = "another-Key_for-Lantern-hub-9876543210-zyxwvu-TSRQPONMLKJIHGFEDCBA-98765"
+HUB = "region-a"
+OTHER_HUB = "region-b"
 
 
 def _user(uid: int = 7, role: str = "officer") -> User:
@@ -38,10 +40,27 @@ def _user(uid: int = 7, role: str = "officer") -> User:
 
 
 def test_token_round_trip() -> None:
-    token = issue_token(SECRET, _user(), ttl=timedelta(minutes=5))
-    claims = decode_token(SECRET, token)
+    token = issue_token(SECRET, _user(), hub_id=HUB, ttl=timedelta(minutes=5))
+    claims = decode_token(SECRET, token, hub_id=HUB)
     assert (claims.user_id, claims.username, claims.role) == (7, "alice", "officer")
     assert claims.expires_at > datetime.now(UTC)
+    assert jwt.decode(token, options={"verify_signature": False})["iss"] == "lantern-hub:region-a"
+
+
+def test_a_token_is_bound_to_the_hub_that_issued_it() -> None:
+    """Same key, same user id and name: a token of another hub is still refused."""
+    token = issue_token(SECRET, _user(), hub_id=OTHER_HUB)
+    assert decode_token(SECRET, token, hub_id=OTHER_HUB).user_id == 7
+    with pytest.raises(InvalidToken, match="issuer"):
+        decode_token(SECRET, token, hub_id=HUB)
+    with pytest.raises(InvalidToken):
+        decode_token(SECRET, token, hub_id="local")
+
+
+@pytest.mark.parametrize("hub_id", ["", "a b", "a:b", "x\n"])
+def test_a_hub_id_that_cannot_name_an_issuer_is_refused(hub_id: str) -> None:
+    with pytest.raises(ValueError):
+        token_issuer(hub_id)
 
 
 def _forge(payload: dict[str, object], key: str, algorithm: str) -> str:
@@ -54,7 +73,7 @@ def _claims(**overrides: object) -> dict[str, object]:
         "sub": "7",
         "name": "alice",
         "role": "admin",
-        "iss": TOKEN_ISSUER,
+        "iss": token_issuer(HUB),
         "aud": TOKEN_AUDIENCE,
         "iat": now,
         "exp": now + timedelta(minutes=5),
@@ -75,7 +94,7 @@ def _alg_none(payload: dict[str, object]) -> str:
 
 
 def _tampered() -> str:
-    header, payload, sig = issue_token(SECRET, _user(role="officer")).split(".")
+    header, payload, sig = issue_token(SECRET, _user(role="officer"), hub_id=HUB).split(".")
     forged_payload = _forge(_claims(role="admin"), SECRET, "HS256").split(".")[1]
     return f"{header}.{forged_payload}.{sig}"
 
@@ -84,10 +103,13 @@ def _tampered() -> str:
     "token",
     [
         pytest.param(
-            issue_token(SECRET, _user(), now=datetime.now(UTC) - timedelta(hours=2)), id="expired"
+            issue_token(SECRET, _user(), hub_id=HUB, now=datetime.now(UTC) - timedelta(hours=2)),
+            id="expired",
         ),
         pytest.param(_tampered(), id="tampered"),
-        pytest.param(issue_token(OTHER_SECRET, _user()), id="other-key"),
+        pytest.param(issue_token(OTHER_SECRET, _user(), hub_id=HUB), id="other-key"),
+        pytest.param(issue_token(SECRET, _user(), hub_id=OTHER_HUB), id="other-hub"),
+        pytest.param(_forge(_claims(iss="lantern-hub"), SECRET, "HS256"), id="hubless-issuer"),
         pytest.param(_forge(_claims(), SECRET, "HS512"), id="hs512"),
         pytest.param(_forge(_claims(), SECRET, "HS384"), id="hs384"),
         pytest.param(_alg_none(_claims()), id="alg-none"),
@@ -98,13 +120,19 @@ def _tampered() -> str:
             id="no-exp",
         ),
         pytest.param(_forge(_claims(sub="not-a-number"), SECRET, "HS256"), id="bad-sub"),
+        pytest.param(
+            _forge({k: v for k, v in _claims().items() if k != "name"}, SECRET, "HS256"),
+            id="no-name",
+        ),
+        pytest.param(_forge(_claims(name=""), SECRET, "HS256"), id="empty-name"),
+        pytest.param(_forge(_claims(name=7), SECRET, "HS256"), id="number-name"),
         pytest.param("not.a.token", id="garbage"),
         pytest.param("", id="empty"),
     ],
 )
 def test_bad_tokens_are_refused(token: str) -> None:
     with pytest.raises(InvalidToken):
-        decode_token(SECRET, token)
+        decode_token(SECRET, token, hub_id=HUB)
 
 
 @pytest.mark.parametrize("secret", ["changeme", "secret", "short-but-random-9x", "a" * 64])

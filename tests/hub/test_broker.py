@@ -174,6 +174,18 @@ def conf_options(text: str) -> dict[str, str]:
     return options
 
 
+def test_conf_binds_client_ids_to_usernames_on_the_listener(tmp_path: Path) -> None:
+    """``use_username_as_clientid`` is a listener option: it must follow the
+    ``listener`` line (the behaviour is checked on a real Mosquitto in
+    tests/access/test_broker_denials.py and tests/hub/test_broker_mosquitto.py)."""
+    lines = conf_lines(render_mosquitto_conf(tmp_path / "passwords", tmp_path / "acl"))
+    options = conf_options("\n".join(lines))
+    assert options["use_username_as_clientid"] == "true"
+    assert "clientid_prefixes" not in options  # Mosquitto: not to be used together
+    listener = next(i for i, line in enumerate(lines) if line.startswith("listener "))
+    assert lines.index("use_username_as_clientid true") > listener
+
+
 def test_conf_keeps_the_hub_session_queue_through_an_outage(tmp_path: Path) -> None:
     options = conf_options(render_mosquitto_conf(tmp_path / "passwords", tmp_path / "acl"))
     # Mosquitto's default (1000 per client) would drop the events queued for the hub

@@ -41,6 +41,8 @@ from tests.hub.test_ingest import FakeDevices, register
 from tests.hub.test_serve import hub_env, lantern
 
 HUB_USER = "lantern-hub"
+HUB_USER_2 = "lantern-hub-2"
+"""A second hub process's account: an account has one connection at a time."""
 ADMIN_USER = "ops"
 NOT_AUTHORIZED = 0x87
 QUIET_S = 0.5
@@ -72,9 +74,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         pytest.skip("mosquitto is not installed")
     folder = tmp_path_factory.mktemp("broker")
     passwords = {
-        name: generate_device_secret() for name in ("dev-a", "dev-b", HUB_USER, ADMIN_USER)
+        name: generate_device_secret()
+        for name in ("dev-a", "dev-b", HUB_USER, HUB_USER_2, ADMIN_USER)
     }
-    kinds = {HUB_USER: AccountKind.HUB, ADMIN_USER: AccountKind.ADMIN}
+    kinds = {HUB_USER: AccountKind.HUB, HUB_USER_2: AccountKind.HUB, ADMIN_USER: AccountKind.ADMIN}
     accounts = [
         BrokerAccount(name, hash_for_mosquitto(secret), kinds.get(name, AccountKind.DEVICE))
         for name, secret in passwords.items()
@@ -234,7 +237,7 @@ def test_device_event_reaches_hub_directly_and_through_shared_subscription(
     connect: PeerFactory,
 ) -> None:
     direct = connect(HUB_USER, "lantern/v1/+/evt/#", "lantern/v1/+/tele", "lantern/v1/+/state")
-    shared = connect(HUB_USER, HUB_EVENTS_SUBSCRIPTION)
+    shared = connect(HUB_USER_2, HUB_EVENTS_SUBSCRIPTION)
     device = connect("dev-a")
     published(device.publish("lantern/v1/dev-a/evt/alarm", b"evt-1", qos=1))
     published(device.publish("lantern/v1/dev-a/tele", b"tele-1", qos=1))
@@ -285,9 +288,6 @@ def test_device_reads_only_its_own_downlink(connect: PeerFactory) -> None:
         "lantern/v1/+/evt/#",
         "#",
     )
-    own = connect(
-        "dev-a", "lantern/v1/dev-a/ack", "lantern/v1/dev-a/config", "lantern/v1/dev-a/cmd/+"
-    )
     other = connect("dev-b", "lantern/v1/dev-b/ack")
     hub = connect(HUB_USER)
     published(hub.publish("lantern/v1/dev-b/ack", b"for-b", qos=1))
@@ -301,10 +301,78 @@ def test_device_reads_only_its_own_downlink(connect: PeerFactory) -> None:
     assert (snooped.topic, snooped.payload) == ("lantern/v1/dev-a/ack", b"for-a")
     assert next_message(snoop).topic == "lantern/v1/dev-a/cmd/locate"
     assert_quiet(snoop)
+    # dev-a again with only its own topics (after the snooping connection: an account
+    # has one connection at a time) gets them.
+    snoop.close(2)
+    own = connect(
+        "dev-a", "lantern/v1/dev-a/ack", "lantern/v1/dev-a/config", "lantern/v1/dev-a/cmd/+"
+    )
+    published(hub.publish("lantern/v1/dev-a/ack", b"for-a", qos=1))
+    published(hub.publish("lantern/v1/dev-a/cmd/locate", b"locate-a", qos=1))
     assert [(m.topic, m.payload) for m in (next_message(own), next_message(own))] == [
         ("lantern/v1/dev-a/ack", b"for-a"),
         ("lantern/v1/dev-a/cmd/locate", b"locate-a"),
     ]
+
+
+def test_an_account_has_one_connection_at_a_time(broker: Broker) -> None:
+    """The client id is the username (``use_username_as_clientid``): a second
+    connection of an account replaces the first, whatever client id each sent, and a
+    connection of another account under the same client id replaces nothing."""
+    first = _raw_connect(broker.port, "any-id-1", "dev-a", broker.secrets["dev-a"])
+    other = _raw_connect(broker.port, "any-id-1", "dev-b", broker.secrets["dev-b"])
+    try:
+        assert _read_until_quiet(first)[0][:1] == [2]
+        assert _read_until_quiet(other)[0][:1] == [2]
+        assert not _read_until_quiet(first)[1], "dev-b's connection dropped dev-a's"
+        second = _raw_connect(broker.port, "any-id-2", "dev-a", broker.secrets["dev-a"])
+        try:
+            assert _read_until_quiet(second)[0][:1] == [2]
+            kinds, closed = _read_until_quiet(first)
+            assert closed, kinds  # taken over by the same account's new connection
+            assert not _read_until_quiet(other)[1]
+        finally:
+            second.close()
+    finally:
+        first.close()
+        other.close()
+
+
+def _raw_connect(port: int, client_id: str, username: str, password: str) -> socket.socket:
+    """An MQTT 5 CONNECT (clean start, no properties) sent on a new socket."""
+
+    def utf8(text: str) -> bytes:
+        raw = text.encode("utf-8")
+        return len(raw).to_bytes(2, "big") + raw
+
+    body = (
+        utf8("MQTT") + bytes([5, 0xC2]) + (30).to_bytes(2, "big") + b"\x00"
+        + utf8(client_id) + utf8(username) + utf8(password)
+    )  # fmt: skip
+    assert len(body) < 128  # one-byte remaining length
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(bytes([0x10, len(body)]) + body)
+    return sock
+
+
+def _read_until_quiet(sock: socket.socket) -> tuple[list[int], bool]:
+    """Packet types of the whole packets received until QUIET_S of silence (first
+    bytes only: each packet here is short), and whether the broker closed it."""
+    sock.settimeout(QUIET_S)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+        closed = True
+    except TimeoutError:
+        closed = False
+    except OSError:
+        closed = True
+    kinds, i = [], 0
+    while i + 1 < len(data):
+        kinds.append(data[i] >> 4)
+        i += 2 + data[i + 1]
+    return kinds, closed
 
 
 def test_hub_cannot_publish_device_uplink(connect: PeerFactory) -> None:

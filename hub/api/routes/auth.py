@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from hub.api.deps import AuthUser, DbSession, EngineDep, SettingsDep, require
+from hub.api.deps import AuthUser, DbSession, EngineDep, SettingsDep, hub_id_of, require
 from hub.api.schemas import Token, UserPublic
 from hub.auth import LoginFailed, authenticate, issue_token
 from hub.db.users import Role, User
@@ -37,7 +37,9 @@ def token(
             headers={"WWW-Authenticate": "Bearer"},
         ) from exc
     ttl = request.app.state.token_ttl
-    access = issue_token(settings.jwt_secret.get_secret_value(), user, ttl=ttl)
+    access = issue_token(
+        settings.jwt_secret.get_secret_value(), user, hub_id=hub_id_of(request.app.state), ttl=ttl
+    )
     return Token(access_token=access, expires_in=int(ttl.total_seconds()))
 
 

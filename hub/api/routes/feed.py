@@ -42,10 +42,11 @@ from sqlalchemy import Engine, exists, select
 from sqlalchemy.orm import Session, aliased
 from starlette.concurrency import run_in_threadpool
 
+from hub.api.deps import hub_id_of, token_user
 from hub.api.schemas import DeviceStatus
 from hub.auth import InvalidToken, decode_token
 from hub.db.models import Alarm, Device, Position
-from hub.db.users import Role, User
+from hub.db.users import Role
 from hub.feed import DELTA_TYPES, TOO_SLOW_CLOSE_CODE, FeedBroker, SubscriberDropped, Subscription
 from hub.settings import HubSettings
 
@@ -133,18 +134,24 @@ def _token_of(websocket: WebSocket) -> str | None:
     return None
 
 
-def _authenticate(settings: HubSettings, engine: Engine, token: str | None) -> datetime:
-    """Check the caller like the role guard does; the token's expiry, or _Refused."""
+def _authenticate(state: Any, token: str | None) -> datetime:
+    """Check the caller like the role guard does (a token of this hub naming an enabled
+    user by id and username; ``state`` is ``app.state``); the token's expiry, or
+    _Refused."""
     if not token:
         raise _Refused("not authenticated")
+    settings: HubSettings = state.settings
+    engine: Engine = state.engine
     try:
-        claims = decode_token(settings.jwt_secret.get_secret_value(), token)
+        claims = decode_token(
+            settings.jwt_secret.get_secret_value(), token, hub_id=hub_id_of(state)
+        )
     except InvalidToken as exc:
         logger.info("feed token refused: %s", exc)
         raise _Refused("invalid or expired token") from exc
     with Session(engine) as session:
-        user = session.get(User, claims.user_id)
-        if user is None or user.disabled:
+        user = token_user(session, claims)
+        if user is None:
             raise _Refused("user unknown or disabled")
         role = Role(user.role)
     if role not in FEED_ROLES:
@@ -250,9 +257,7 @@ async def live_feed(websocket: WebSocket) -> None:
     await websocket.accept()
     app_state: Any = websocket.app.state
     try:
-        expires_at = await run_in_threadpool(
-            _authenticate, app_state.settings, app_state.engine, _token_of(websocket)
-        )
+        expires_at = await run_in_threadpool(_authenticate, app_state, _token_of(websocket))
         sites, types = _filters(websocket)
     except _Refused as refused:
         await _close(websocket, POLICY_CLOSE_CODE, str(refused))

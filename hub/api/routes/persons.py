@@ -394,7 +394,11 @@ def enrol_photos(
     engine: EngineDep,
     photos: Annotated[
         list[UploadFile],
-        File(description=f"1 to {MAX_PHOTOS} photos (JPEG, PNG, WebP, BMP, TIFF) of the person."),
+        File(
+            description=f"1 to {MAX_PHOTOS} photos (JPEG, PNG, WebP, BMP, TIFF) of the person.",
+            # Documents the bounds enrol_photos enforces, so clients see them.
+            json_schema_extra={"minItems": 1, "maxItems": MAX_PHOTOS},
+        ),
     ],
 ) -> EnrolmentResult:
     """Detect, quality-check and embed the face of each photo and store a template per

@@ -481,7 +481,10 @@ def case_photos(
     engine: EngineDep,
     photos: Annotated[
         list[UploadFile],
-        File(description=f"1 to {MAX_PHOTOS} photos of the person (one face each)."),
+        File(
+            description=f"1 to {MAX_PHOTOS} photos of the person (one face each).",
+            json_schema_extra={"minItems": 1, "maxItems": MAX_PHOTOS},
+        ),
     ],
     taken_at: Annotated[
         AwareDatetime | None,

@@ -12,6 +12,7 @@ import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -39,6 +40,15 @@ __all__ = ["SEARCH_NOTICE", "SearchCandidate", "SearchPurpose", "SearchResult", 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/search", tags=["search"])
+
+
+def _probe_invalid(reason: str) -> RequestValidationError:
+    """A probe photo that cannot be used: a 422 shaped as FastAPI's own
+    (HTTPValidationError), which is what the schema documents for 422."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", "probe"), "msg": reason, "input": None}]
+    )
+
 
 Searcher = Annotated[AuthUser, Depends(require(Role.analyst, Role.officer, Role.caseworker))]
 
@@ -127,15 +137,12 @@ def search(
     try:
         image = decode_photo(name, data)
     except InvalidImage as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+        raise _probe_invalid(str(exc)) from exc
     face_engine = face_engine_for(request.app.state)
     with engine_lock(face_engine):
         result = process_photo(face_engine, name, image, quality=_PROBE_QUALITY, single_face=False)
     if result.vector is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"{name}: " + "; ".join(result.reasons or ["no usable face"]),
-        )
+        raise _probe_invalid(f"{name}: " + "; ".join(result.reasons or ["no usable face"]))
     hits = galleries_for(request.app.state, engine).search(
         gallery, face_engine.model_id, result.vector, k
     )[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 
 from hub.api.deps import AuthUser, DbSession, EngineDep, PageParams, RowId, paginate, require
@@ -69,7 +70,11 @@ def post_user(body: UserCreate, caller: Admin, engine: EngineDep) -> UserPublic:
     except UserExists as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="username taken") from exc
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+        # Shaped as FastAPI's own 422 (HTTPValidationError), which the schema documents.
+        field = "password" if str(exc).startswith("password") else "username"
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": None}]
+        ) from exc
     return UserPublic.model_validate(user)
 
 

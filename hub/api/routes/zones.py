@@ -89,13 +89,19 @@ class ZoneFeatureIn(BaseModel):
     bbox: list[float] | None = Field(default=None, description="Ignored if given.")
 
 
+class ZoneImportFeatureIn(ZoneFeatureIn):
+    """A zone of an import: its id is required (the schema says so, as the API does)."""
+
+    id: str = Field(min_length=1, max_length=64, description="Zone id (required on import).")
+
+
 class ZoneCollectionIn(BaseModel):
     """Zones as a GeoJSON FeatureCollection."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["FeatureCollection"] = Field(description="Always 'FeatureCollection'.")
-    features: list[ZoneFeatureIn] = Field(
+    features: list[ZoneImportFeatureIn] = Field(
         min_length=1, max_length=500, description="The zones (each with an id)."
     )
     bbox: list[float] | None = Field(default=None, description="Ignored if given.")
@@ -296,10 +302,6 @@ def import_zones(
             rows = []
             for index, feature in enumerate(body.features):
                 loc: tuple[str | int, ...] = ("body", "features", index)
-                if feature.id is None:
-                    raise RequestValidationError(
-                        [_invalid((*loc, "id"), "each imported zone needs an id", "missing")]
-                    )
                 if session.get(SupervisionZone, feature.id) is not None:
                     raise HTTPException(
                         status.HTTP_409_CONFLICT, detail=f"zone {feature.id} exists"
