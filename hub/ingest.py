@@ -27,6 +27,7 @@ Batches
 
 Stages (in order; each one method, a False return ends the message's chain)
     :class:`Validate` (``devices.protocol.decode``; refusals go to quarantine) ->
+    :class:`Verify` (signatures of devices with registered keys) ->
     :class:`Dedupe` (the same event twice in one batch) -> :class:`Stamp`
     (``received_at`` is the hub's arrival time) -> :class:`Store` (device states
     applied; events queued, then stored together at the end of the transaction:
@@ -64,8 +65,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -90,11 +93,18 @@ from devices.protocol import (
     encode,
     loads_object,
 )
+from devices.signing import public_key_from_b64, verify
 from hub import metrics
 from hub.comms.mqtt import HubMqttClient, HubMqttSettings, Inbound
 from hub.db.engine import is_sqlite, sqlite_write_lock, write_session
 from hub.db.models import Device
-from hub.db.repositories import apply_device_state, load_devices, quarantine, store_events
+from hub.db.repositories import (
+    apply_device_state,
+    load_devices,
+    load_signing_keys,
+    quarantine,
+    store_events,
+)
 
 __all__ = [
     "AckCollector",
@@ -117,6 +127,7 @@ __all__ = [
     "Stamp",
     "Store",
     "Validate",
+    "Verify",
     "partition",
 ]
 
@@ -219,6 +230,8 @@ class Batch:
     session: Session | None = None
     devices: dict[str, Device] = field(default_factory=dict)
     """The batch's registered devices, loaded in one query when the transaction begins."""
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Registered Ed25519 keys of the batch's devices that have any (kid -> base64)."""
     pending: list[Item] = field(default_factory=list)
     """Events that passed the stages, stored together by :func:`_store_pending`."""
     seen: set[tuple[str, str]] = field(default_factory=set)
@@ -287,6 +300,40 @@ def _readable_event_id(payload: bytes) -> str | None:
     except ProtocolError:
         return None
     return value if isinstance(value, str) else None
+
+
+class Verify:
+    """A device with registered signing keys must sign every event with one of them:
+    an unsigned event, an unknown ``kid`` or a signature that does not verify goes to
+    quarantine and is acked as rejected with that code. Devices without keys are not
+    checked (signing is optional per device)."""
+
+    def process(self, item: Item, batch: Batch) -> bool:
+        assert item.decoded is not None
+        message = item.decoded.message
+        if not isinstance(message, EventEnvelope):
+            return True
+        registered = batch.keys.get(item.device_id)
+        if not registered:
+            return True
+        try:
+            keys = {kid: _public_key(b64) for kid, b64 in registered.items()}
+            verify(message, keys)
+        except (ProtocolError, ValueError) as exc:
+            code, reason = (
+                (exc.code, exc.reason)
+                if isinstance(exc, ProtocolError)
+                else ("bad_signature", f"registered key unusable: {exc}")
+            )
+            _quarantine(batch, item, code, reason, "sig")
+            item.rejection = Rejection(event_id=message.event_id, code=code)
+            return False
+        return True
+
+
+@lru_cache(maxsize=4096)
+def _public_key(b64: str) -> Ed25519PublicKey:
+    return public_key_from_b64(b64)
 
 
 class Dedupe:
@@ -471,7 +518,7 @@ class IngestWorker:
         self.client = client
         self.settings = settings
         self.queue: queue.Queue[Inbound | None] = queue.Queue()
-        self.in_tx: list[Stage] = [Validate(), Dedupe(), Stamp(), Store()]
+        self.in_tx: list[Stage] = [Validate(), Verify(), Dedupe(), Stamp(), Store()]
         self.after_commit: list[Stage] = [
             Dispatch(positions, sightings, alarms or NullAlarmSink()),
             AckCollector(),
@@ -561,6 +608,7 @@ class IngestWorker:
         with write_session(self.engine) as session:
             batch.session = session
             batch.devices = load_devices(session, (item.device_id for item in batch.items))
+            batch.keys = load_signing_keys(session, batch.devices)
             for item in batch.items:
                 if not careful:
                     _run_chain(self.in_tx, item, batch)

@@ -33,6 +33,7 @@ from hub.db.models import (
     QUARANTINE_MAX_BYTES,
     Alarm,
     Checkin,
+    Credential,
     Device,
     DeviceBoot,
     Position,
@@ -45,6 +46,7 @@ __all__ = [
     "dialect_insert",
     "last_positions",
     "load_devices",
+    "load_signing_keys",
     "quarantine",
     "seq_gaps",
     "store_event",
@@ -227,6 +229,24 @@ def _record_seqs(session: Session, events: Sequence[tuple[EventEnvelope, datetim
         seen = last_seen[device.device_id]
         if device.last_seen_at is None or seen - device.last_seen_at >= LAST_SEEN_RESOLUTION:
             device.last_seen_at = seen
+
+
+def load_signing_keys(session: Session, device_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The registered, unrevoked Ed25519 public keys (base64) of the devices that have
+    any: ``{device_id: {kid: public_key}}``, one query per 500 devices."""
+    keys: dict[str, dict[str, str]] = {}
+    ids = list(dict.fromkeys(device_ids))
+    for start in range(0, len(ids), 500):
+        stmt = select(Credential.device_id, Credential.kid, Credential.public_key).where(
+            Credential.device_id.in_(ids[start : start + 500]),
+            Credential.kind == "ed25519",
+            Credential.revoked_at.is_(None),
+            Credential.public_key.is_not(None),
+        )
+        for device_id, kid, public_key in session.execute(stmt):
+            if public_key is not None:
+                keys.setdefault(device_id, {})[kid] = public_key
+    return keys
 
 
 def load_devices(session: Session, device_ids: Iterable[str]) -> dict[str, Device]:

@@ -166,12 +166,6 @@ def test_a_hostile_corpus_is_quarantined_and_the_good_device_keeps_flowing(
 
 
 @pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: hub.ingest stores an event's sig and kid without verifying them, "
-    "even for a device with a registered ed25519 key (credentials table), so a forged "
-    "signature is stored and acked instead of quarantined as bad_signature",
-)
 def test_a_forged_signature_of_a_registered_key_is_quarantined(
     engine: Engine, broker: PrivateBroker, hub: Ingest
 ) -> None:
@@ -191,6 +185,26 @@ def test_a_forged_signature_of_a_registered_key_is_quarantined(
         forged = sign(devices.next_event(device), generate_private_key(), "k1")
         devices.send(forged)
         assert wait_until(
-            lambda: _quarantined(engine) == 1 or devices.acked[forged.event_id] == 1, 15
+            lambda: forged.event_id in devices.rejected or devices.acked[forged.event_id] == 1,
+            15,
         )
         assert devices.rejected.get(forged.event_id) == "bad_signature"
+        # The device's own signature passes; an unsigned event and an unknown key do not.
+        genuine = sign(devices.next_event(device), registered, "k1")
+        unsigned = devices.next_event(device)
+        other_kid = sign(devices.next_event(device), registered, "k2")
+        for event in (genuine, unsigned, other_kid):
+            devices.send(event)
+        assert wait_until(
+            lambda: devices.acked[genuine.event_id] == 1
+            and {unsigned.event_id, other_kid.event_id} <= devices.rejected.keys(),
+            15,
+        )
+        assert genuine.event_id not in devices.rejected
+        assert devices.acked[genuine.event_id] == 1
+        assert devices.rejected.get(unsigned.event_id) == "unsigned"
+        assert devices.rejected.get(other_kid.event_id) == "unknown_kid"
+    with Session(engine) as session:
+        stored = set(session.scalars(select(Position.event_id).where(Position.device_id == device)))
+    assert stored == {genuine.event_id}
+    assert _quarantined(engine) == 3
