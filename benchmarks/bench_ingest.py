@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
 import random
 import secrets
 import signal
@@ -414,8 +415,10 @@ def run_ceiling(fleet: Fleet, port: int, publishers: int, count: int) -> dict[st
     seqs = dict(fleet.seqs)
     with Listener(port, f"{CEILING_TOPIC}/#", raw=True) as listener:
         start_at = time.monotonic() + 3.0
+        cpu_before = _cpu_s(os.getpid())
         results = _run_publishers(_jobs(fleet, phase, port, publishers, start_at, payload))
         wait(lambda: listener.count() >= count, 60.0, step=0.1)
+        subscriber_cpu = _cpu_s(os.getpid()) - cpu_before
         arrivals = list(listener.raw_arrivals)
     fleet.seqs = seqs  # the raw messages used no device sequence numbers
     first = min(t for r in results for _, t in r.sent)
@@ -425,6 +428,11 @@ def run_ceiling(fleet: Fleet, port: int, publishers: int, count: int) -> dict[st
         "received": len(arrivals),
         "payload_bytes": len(payload),
         "throughput_per_s": round(len(arrivals) / (last - first), 1) if last > first else None,
+        # This process only received (the publishers are other processes): what a
+        # plain Python QoS 1 subscriber spends per message, the hub's MQTT floor.
+        "subscriber_cpu_us_per_msg": round(subscriber_cpu / len(arrivals) * 1e6)
+        if arrivals
+        else None,
     }
     logger.info("ceiling: %s", json.dumps(report))
     return report
@@ -649,7 +657,8 @@ def markdown(report: dict[str, Any]) -> str:
         c = fleet["ceiling"]
         lines.append(
             f"- {fleet['devices']:,} devices, {fleet['backend']}: raw Mosquitto "
-            f"{c['throughput_per_s']} msg/s ({c['messages']:,} x {c['payload_bytes']} B, QoS 1); "
+            f"{c['throughput_per_s']} msg/s ({c['messages']:,} x {c['payload_bytes']} B, QoS 1; "
+            f"the plain subscriber spent {c['subscriber_cpu_us_per_msg']} µs CPU a message); "
             f"hub start {fleet['hub_start_s']} s; database rows "
             f"{fleet['database']['rows']:,}, duplicates stored "
             f"{fleet['database']['duplicates_stored']}, alerts {fleet['database']['alerts']}"

@@ -354,7 +354,9 @@ class FeedObserver:
 
     def on_event(self, message: EventEnvelope, received_at: datetime) -> None:
         """Publish a newly stored event; a sighting carries its candidates (ingest
-        matches it before the observer runs)."""
+        matches it before the observer runs). Nothing is built while nobody watches."""
+        if not self.broker.subscriber_count:
+            return
         site_id = self.site_of(message.device_id)
         if site_id is None:
             logger.debug("no site for %s; event not fed", message.device_id)
@@ -418,7 +420,9 @@ class FeedObserver:
         )
 
     def on_device_state(self, device_id: str, state: DeviceState) -> None:
-        """Publish an applied device state."""
+        """Publish an applied device state (nothing while nobody watches)."""
+        if not self.broker.subscriber_count:
+            return
         site_id = self.site_of(device_id)
         if site_id is None:
             logger.debug("no site for %s; state not fed", device_id)
