@@ -3,7 +3,7 @@ VENV ?= .venv
 
 STAMP := $(VENV)/.installed
 
-.PHONY: lint test bench bench-s bench-faces demo clean
+.PHONY: lint test bench bench-s bench-faces bench-ingest demo clean
 
 # Create the virtualenv if missing and (re)install the project whenever
 # pyproject.toml changes.
@@ -34,6 +34,12 @@ bench-s: $(STAMP)
 bench-faces: $(STAMP)
 	$(VENV)/bin/pip install --no-deps face_recognition==1.3.0
 	$(VENV)/bin/python -m benchmarks.bench_faces $(FACES_ARGS)
+
+# Ingest under load: 1,000 and 10,000 simulated devices through Mosquitto into the
+# hub, with raw Mosquitto as the ceiling in the same run (docs/RELIABILITY.md).
+# More options: make bench-ingest INGEST_ARGS="--backend postgresql --quick"
+bench-ingest: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.bench_ingest $(INGEST_ARGS)
 
 # The demo site on embedded defaults (hub/demo): a broker, the hub, two demo sites,
 # simulated wearables and a camera; Ctrl-C stops it. More options, e.g.:

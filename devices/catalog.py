@@ -122,7 +122,10 @@ class DeviceModel(BaseModel):
     description: str = Field(min_length=1, description="What it is, in a sentence or two")
     capabilities: frozenset[Capability] = Field(description="What it can sense and do")
     battery_mah: int | None = Field(
-        None, gt=0, description="Nominal battery capacity; None for a unit without one"
+        None,
+        gt=0,
+        le=100_000,
+        description="Nominal battery capacity (at most 100 Ah); None for a unit without one",
     )
     default_profile: str = Field(
         min_length=1, description="Firmware profile a device of this model gets by default"

@@ -985,6 +985,13 @@ def load_yaml(path: Path) -> dict[str, Any]:
         ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([FieldIssue("", f"YAML error: {exc}", source)]) from exc
+    except RecursionError:
+        # PyYAML composes and constructs recursively, one level per nesting level.
+        raise ConfigError([FieldIssue("", "YAML nested too deeply to read", source)]) from None
+    except ValueError as exc:
+        # PyYAML lets a few constructor errors out as they are, e.g. the ValueError
+        # of a timestamp such as 2025-02-30.
+        raise ConfigError([FieldIssue("", f"YAML value error: {exc}", source)]) from None
     if data is None:
         raise ConfigError([FieldIssue("", "empty file", source)])
     if not isinstance(data, dict):

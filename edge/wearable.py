@@ -30,7 +30,6 @@ time ahead of its own.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -47,7 +46,9 @@ from devices.protocol import (
     Command,
     LocateCommand,
     PositionBody,
+    ProtocolError,
     TelemetryBody,
+    loads_object,
 )
 from devices.simulation import (
     ACC_SIGMA_RATIO,
@@ -127,7 +128,10 @@ def _point(value: Any, where: str) -> list[float]:
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value[:2])
     ):
         raise TrackError(f"{where}: a position is [lon, lat], not {str(value)[:40]}")
-    lon, lat = float(value[0]), float(value[1])
+    try:
+        lon, lat = float(value[0]), float(value[1])
+    except OverflowError:  # an integer beyond a double, e.g. of 400 digits
+        raise TrackError(f"{where}: a position is two finite numbers in range") from None
     if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
         raise TrackError(f"{where}: [{lon}, {lat}] is not a longitude and latitude")
     return [lon, lat]
@@ -229,15 +233,17 @@ def parse_track(document: Any, *, source: str | None = None) -> Track:
 
 
 def load_track(path: Path) -> Track:
-    """Read a GeoJSON track or site map file (see :func:`parse_track`)."""
+    """Read a GeoJSON track or site map file (see :func:`parse_track`): a UTF-8 JSON
+    object, read with the guards of :func:`devices.protocol.loads_object` (bounded
+    nesting and numbers, no duplicate keys, no NaN)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise TrackError(f"{path}: cannot read: {exc}") from None
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TrackError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
+        document = loads_object(raw)
+    except ProtocolError as exc:
+        raise TrackError(f"{path}: not JSON, or not a usable JSON object: {exc.reason}") from None
     try:
         return parse_track(document, source=str(path))
     except TrackError as exc:

@@ -137,11 +137,18 @@ class UploadRefused(Exception):
         self.reason = reason
 
 
+class _DecompressionBomb(Exception):
+    """Pillow refused the header: far more pixels than it will decode."""
+
+
 def _sniff(data: bytes) -> str | None:
-    """The format Pillow recognises in ``data`` (header only), or None."""
+    """The format Pillow recognises in ``data`` (header only), or None; raises
+    :class:`_DecompressionBomb` when Pillow's own size guard refuses the header."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.format
+    except Image.DecompressionBombError as exc:
+        raise _DecompressionBomb(str(exc)) from None
     except Exception:  # anything unrecognisable is simply "not an image"
         return None
 
@@ -160,7 +167,11 @@ def check_upload(filename: str, content_type: str | None, data: bytes) -> str:
             f"{filename}: content type {declared or 'missing'!r} is not accepted "
             f"({', '.join(accepted)})",
         )
-    actual = _sniff(data)
+    try:
+        actual = _sniff(data)
+    except _DecompressionBomb:
+        # 415 like any other refused content: the bytes are within the size limit.
+        raise UploadRefused(415, f"{filename}: image too large (decompression bomb)") from None
     if actual is None or actual not in ACCEPTED_FORMATS:
         raise UploadRefused(
             415,

@@ -33,7 +33,6 @@ and so tests exercise southern latitudes and eastern longitudes.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -54,7 +53,9 @@ from pydantic import (
 )
 
 from devices.catalog import DEVICE_ID_PATTERN
+from devices.protocol import ProtocolError, loads_object
 from devices.simulation.geo import XY, LocalFrame, Polygon
+from devices.timezones import is_time_zone
 
 __all__ = [
     "DEMO_SITES",
@@ -85,6 +86,8 @@ class SiteError(ValueError):
 
 
 # -- GeoJSON models ---------------------------------------------------------------------
+
+
 
 
 def _position(value: list[float]) -> list[float]:
@@ -270,10 +273,8 @@ class SiteMeta(_Json):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+        if not is_time_zone(value):
+            raise ValueError(f"unknown time zone {value[:80]!r} (an IANA name, e.g. Europe/Paris)")
         return value
 
 
@@ -519,13 +520,17 @@ def parse_site_map(data: Mapping[str, Any], *, source: str | None = None) -> Sit
 
 
 def load_site_map(path: Path) -> SiteMap:
-    """Read a site map file (GeoJSON)."""
+    """Read a site map file (GeoJSON): a UTF-8 JSON object, read with the guards of
+    :func:`devices.protocol.loads_object` (bounded nesting and numbers, no duplicate
+    keys, no NaN); :class:`SiteError` says what is wrong."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise SiteError(f"{path}: cannot read a site map ({exc})") from None
-    if not isinstance(data, dict):
-        raise SiteError(f"{path}: a site map is a JSON object")
+    try:
+        data = loads_object(raw)
+    except ProtocolError as exc:
+        raise SiteError(f"{path}: cannot read a site map as a JSON object ({exc.reason})") from None
     site = parse_site_map(data, source=str(path))
     logger.debug(
         "loaded site %s: %d zones, %d buildings, %d tracks",

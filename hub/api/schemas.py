@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from devices.catalog import DEVICE_ID_PATTERN, SITE_ID_PATTERN
+from devices.timezones import is_time_zone
 from hub.auth import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, USERNAME_PATTERN
 from hub.db.users import Role
 
@@ -146,13 +146,7 @@ class SiteCreate(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        known = value == "UTC" or value in available_timezones()
-        if known:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                known = False
-        if not known:
+        if not is_time_zone(value):
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/London)")
         return value
 

@@ -171,6 +171,16 @@ def load_federation_settings(path: Path) -> FederationSettings:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise FederationConfigError(f"cannot read the federation file {path}: {exc}") from None
+    except RecursionError:
+        # PyYAML recurses once per nesting level.
+        raise FederationConfigError(
+            f"cannot read the federation file {path}: YAML nested too deeply"
+        ) from None
+    except ValueError as exc:
+        # A few PyYAML constructors let ValueError out (a timestamp like 2025-02-30).
+        raise FederationConfigError(
+            f"cannot read the federation file {path}: bad YAML value ({exc})"
+        ) from None
     if not isinstance(raw, dict):
         raise FederationConfigError(f"{path}: expected a mapping at the top level")
     try:

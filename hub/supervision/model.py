@@ -23,9 +23,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from devices.timezones import is_time_zone
 
 __all__ = [
     "AlertTransition",
@@ -44,6 +45,8 @@ __all__ = [
     "Zone",
     "ZoneKind",
 ]
+
+
 
 
 class _Model(BaseModel):
@@ -100,14 +103,30 @@ class Severity(StrEnum):
     info = "info"
 
 
-class InclusionParams(_Model):
+def _kind_is_required(schema: dict[str, Any]) -> None:
+    """JSON schema of a rule's parameters: ``kind`` is required. The Python default
+    spares a caller building one kind by hand from repeating it, but a rule's
+    ``params`` is a union told apart by ``kind``, which must always be sent."""
+    kind = schema.get("properties", {}).get("kind")
+    if isinstance(kind, dict):
+        kind.pop("default", None)
+    required = schema.setdefault("required", [])
+    if isinstance(required, list) and "kind" not in required:
+        required.insert(0, "kind")
+
+
+class _Params(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_is_required)
+
+
+class InclusionParams(_Params):
     """Must stay inside any of ``zone_ids``."""
 
     kind: Literal["inclusion"] = "inclusion"
     zone_ids: list[str] = Field(min_length=1, description="Zones the subject must stay in.")
 
 
-class ExclusionParams(_Model):
+class ExclusionParams(_Params):
     """Must not enter any of ``zone_ids``."""
 
     kind: Literal["exclusion"] = "exclusion"
@@ -125,7 +144,7 @@ class CurfewWindow(_Model):
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="End, HH:MM.")
 
 
-class CurfewParams(_Model):
+class CurfewParams(_Params):
     """Must be inside ``zone_id`` during the schedule, in ``timezone``."""
 
     kind: Literal["curfew"] = "curfew"
@@ -140,10 +159,8 @@ class CurfewParams(_Model):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+        if not is_time_zone(value):
+            raise ValueError(f"unknown time zone {value[:80]!r} (an IANA name, e.g. Europe/Paris)")
         return value
 
     @field_validator("exceptions")
@@ -157,7 +174,7 @@ class CurfewParams(_Model):
         return value
 
 
-class ProximityParams(_Model):
+class ProximityParams(_Params):
     """Must keep at least ``min_distance_m`` from device ``other_device_id``."""
 
     kind: Literal["proximity"] = "proximity"
@@ -165,7 +182,7 @@ class ProximityParams(_Model):
     min_distance_m: float = Field(gt=0, le=100_000, description="Least distance allowed.")
 
 
-class SilenceParams(_Model):
+class SilenceParams(_Params):
     """Must report a fix at least every ``max_silence_s`` seconds."""
 
     kind: Literal["silence"] = "silence"

@@ -73,6 +73,8 @@ AlertCallback = Callable[[dict[str, Any]], None]
 """Receives each alert raised or cleared, as a JSON-ready dict (``AlertPublic``)."""
 
 TICK_SECONDS = 1.0
+STATES_PER_TRANSACTION = 500
+"""Rule states written per transaction when many changed at once."""
 SAVE_STATES_SECONDS = 5.0
 """How often the clock saves rule states changed by quiet fixes (a fix that raises or
 clears an alert saves them at once)."""
@@ -315,31 +317,48 @@ class SupervisionService:
             raise
 
     def _write(self, work: _Work | None) -> None:
-        """Record a snapshot's transitions and states in one transaction, release the
-        write lock, then publish the alerts."""
+        """Record a snapshot, release the write lock, then publish the alerts.
+
+        Transitions, escalations and the first :data:`STATES_PER_TRANSACTION` states
+        go in one transaction, further states in transactions of that many, so a save
+        of thousands of states never holds the database (SQLite's one writer: ingest
+        waits for it) for long. What fails is kept for the next snapshot."""
         if work is None:
             return
         published: list[dict[str, Any]] = []
+        size = STATES_PER_TRANSACTION
+        chunks = [work.states[i : i + size] for i in range(0, len(work.states), size)] or [[]]
+        done = 0
         try:
-            with write_session(self.db) as session:
-                ids = record_transitions(session, work.transitions, now=work.now)
-                self._store_states(session, work.states, work.kinds)
-                if work.escalate:
-                    escalate_overdue(session, work.now)
-                if ids and self.on_alert is not None:
-                    rows = session.scalars(
-                        select(Alert).where(Alert.id.in_(ids)).order_by(Alert.id)
-                    ).all()
-                    published = [alert_public(row).model_dump(mode="json") for row in rows]
+            for index, chunk in enumerate(chunks):
+                with write_session(self.db) as session:
+                    if index == 0:
+                        ids = record_transitions(session, work.transitions, now=work.now)
+                        if work.escalate:
+                            escalate_overdue(session, work.now)
+                        if ids and self.on_alert is not None:
+                            rows = session.scalars(
+                                select(Alert).where(Alert.id.in_(ids)).order_by(Alert.id)
+                            ).all()
+                            published = [alert_public(r).model_dump(mode="json") for r in rows]
+                    self._store_states(session, chunk, work.kinds)
+                done = index + 1
         except BaseException:
             # Kept for the next snapshot (the clock's next tick at the latest), so an
             # alert whose write failed (the database restarting) is still recorded.
-            self._unwritten = work
+            first = done == 0
+            self._unwritten = _Work(
+                work.transitions if first else [],
+                [state for chunk in chunks[done:] for state in chunk],
+                work.kinds,
+                work.now,
+                work.escalate and first,
+            )
             logger.warning(
                 "supervision write of %d transitions and %d states failed; retried with "
                 "the next one",
-                len(work.transitions),
-                len(work.states),
+                len(self._unwritten.transitions),
+                len(self._unwritten.states),
             )
             raise
         finally:

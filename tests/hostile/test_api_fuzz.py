@@ -114,12 +114,6 @@ def test_every_operation_answers_without_5xx_and_as_documented(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (found by the loader properties, not reachable by schemathesis's "
-    "short strings): a curfew time zone longer than a file name makes ZoneInfo raise "
-    "OSError in hub.supervision.model.CurfewParams, which escapes pydantic as a 500",
-)
 def test_a_rule_with_a_long_time_zone_is_a_422(served: ServedHub) -> None:
     window = {"days": [0], "start": "21:00", "end": "07:00"}
     params = {"kind": "curfew", "zone_id": "z", "timezone": "a" * 300, "windows": [window]}

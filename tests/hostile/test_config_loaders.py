@@ -74,7 +74,7 @@ from devices.simulation.site import SiteError, demo_site_path, load_site_map
 from edge.camera.command import engine_config_for, load_camera_profile
 from edge.camera.pipeline import CameraConfigError
 from edge.watchlist import WatchlistError, build_document, document_bytes, load_watchlist
-from edge.wearable import TrackError, load_track
+from edge.wearable import TrackError, load_track, parse_track
 from hub.federation.peers import FederationConfigError, load_federation_settings
 from hub.settings import HubSettings
 from hub.supervision.model import Rule, Zone
@@ -235,18 +235,15 @@ _BAD_UTF8 = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xfe"]
 
 
 @st.composite
-def _file_bytes(
-    draw: st.DrawFn, base: dict[str, Any], fmt: str, skip: frozenset[str] = frozenset()
-) -> tuple[str, bytes]:
-    """A hostile file: a mutated document, or bytes broken after writing (but none of
-    the ``skip`` kinds)."""
+def _file_bytes(draw: st.DrawFn, base: dict[str, Any], fmt: str) -> tuple[str, bytes]:
+    """A hostile file: a mutated document, or bytes broken after writing."""
     how = draw(st.sampled_from(["document", "document", "document", "bytes"]))
     if how == "document":
         kind, document, literal = draw(_mutation(base, fmt))
         return kind, _write(document, fmt, literal)
     raw = _write(base, fmt, None)
     kinds = ["invalid_utf8", "truncated", "duplicate_key", "empty"]
-    kind = draw(st.sampled_from([k for k in kinds if k not in skip]))
+    kind = draw(st.sampled_from(kinds))
     if kind == "invalid_utf8":
         at = draw(st.integers(0, len(raw)))
         return kind, raw[:at] + draw(st.sampled_from(_BAD_UTF8)) + raw[at:]
@@ -276,25 +273,14 @@ def _write(document: Any, fmt: str, literal: str | None) -> bytes:
 Outcome = Callable[[], object]
 
 
-def _run(
-    call: Outcome,
-    errors: tuple[type[Exception], ...],
-    known: tuple[type[Exception], ...] = (),
-) -> str:
+def _run(call: Outcome, errors: tuple[type[Exception], ...]) -> str:
     """ "accepted", or "refused" for one of ``errors`` with a message; anything else
-    propagates and fails the property."""
+    (RecursionError, OSError, OverflowError, ...) propagates and fails the property."""
     try:
         call()
     except errors as exc:
         assert str(exc).strip(), f"{type(exc).__name__} without a message"
         return "refused"
-    except RecursionError:
-        # Known bug (see test_deeply_nested_files_are_refused below): counted apart so
-        # the property still fails on any other exception.
-        return "recursion_error"
-    except known as exc:
-        # A known bug of this loader, pinned by a strict xfail test below.
-        return f"known_bug:{type(exc).__name__}"
     return "accepted"
 
 
@@ -315,8 +301,6 @@ def _property(
         outcome = attempt(payload)
         if kind in must_refuse:
             assert outcome == "refused", f"{name}: a {kind} document was accepted"
-        if outcome == "recursion_error":
-            assert kind == "deep_nesting", f"{name}: RecursionError on a {kind} document"
         seen[f"{kind}:{outcome}"] += 1
 
     check()
@@ -346,12 +330,11 @@ def _file_loader(
     name: str,
     load: Callable[[Path], object],
     errors: Any,
-    known: tuple[type[Exception], ...] = (),
 ) -> Any:
     def attempt(raw: bytes) -> str:
         path = folder / name
         path.write_bytes(raw)
-        return _run(lambda: load(path), errors, known)
+        return _run(lambda: load(path), errors)
 
     return attempt
 
@@ -386,10 +369,7 @@ def test_firmware_check_file_reports_issues_for_any_file(figures: Figures, folde
     def attempt(raw: bytes) -> str:
         path = folder / "ankle-demo-0001.yaml"
         path.write_bytes(raw)
-        try:
-            _, issues = check_file(path, profiles)
-        except RecursionError:  # the known bug of test_deeply_nested_files_are_refused
-            return "recursion_error"
+        _, issues = check_file(path, profiles)
         assert all(str(issue).strip() for issue in issues)
         return "refused" if issues else "accepted"
 
@@ -536,8 +516,7 @@ def test_supervision_zones_and_rules(figures: Figures) -> None:
         )
 
     def rule(document: Any) -> str:
-        # OSError: the known bug of test_a_rule_with_a_long_time_zone_is_refused.
-        return _run(lambda: Rule.model_validate(document), (ValidationError,), (OSError,))
+        return _run(lambda: Rule.model_validate(document), (ValidationError,))
 
     zones = st.sampled_from(ZONES).flatmap(_documents)
     rules = st.sampled_from(RULES).flatmap(_documents)
@@ -560,12 +539,9 @@ def test_supervision_zones_and_rules(figures: Figures) -> None:
 
 def test_site_maps_of_the_demo_loader(figures: Figures, folder: Path) -> None:
     bases = [json.loads(demo_site_path(s).read_text()) for s in ("kereru-flats", "totara-downs")]
-    # OSError: the known bug of test_a_site_map_with_a_long_time_zone_is_refused.
-    attempt = _file_loader(folder, "site.geojson", load_site_map, (SiteError,), (OSError,))
+    attempt = _file_loader(folder, "site.geojson", load_site_map, (SiteError,))
     assert all(attempt(_write(base, "json", None)) == "accepted" for base in bases)
-    # Invalid UTF-8 is left to test_a_site_map_that_is_not_utf8_is_refused (a known bug).
-    skip = frozenset({"invalid_utf8"})
-    cases = st.sampled_from(bases).flatmap(lambda base: _file_bytes(base, "json", skip))
+    cases = st.sampled_from(bases).flatmap(lambda base: _file_bytes(base, "json"))
     _property(figures, "site.load_site_map", 600, cases, attempt)
 
 
@@ -611,8 +587,7 @@ def test_edge_tracks(figures: Figures, folder: Path) -> None:
         ],
     }
     site = json.loads(demo_site_path("kereru-flats").read_text())
-    # OverflowError: the known bug of test_a_track_with_a_huge_integer_is_refused.
-    attempt = _file_loader(folder, "track.geojson", load_track, (TrackError,), (OverflowError,))
+    attempt = _file_loader(folder, "track.geojson", load_track, (TrackError,))
     assert all(attempt(_write(base, "json", None)) == "accepted" for base in (line, site))
     cases = st.sampled_from([line, line, site]).flatmap(lambda base: _file_bytes(base, "json"))
     # A plain GeoJSON track may carry foreign members (RFC 7946 section 6.1).
@@ -661,13 +636,6 @@ _DEEP_LOADERS: dict[str, tuple[str, Callable[[Path], object], tuple[type[Excepti
 
 
 @pytest.mark.parametrize("name", sorted(_DEEP_LOADERS))
-@pytest.mark.xfail(
-    raises=RecursionError,
-    strict=True,
-    reason="known bug: PyYAML's composer and json.loads recurse once per nesting level and "
-    "the loader catches only their parse errors, so a file nested a few hundred (YAML) or "
-    "a thousand (JSON) levels deep escapes as RecursionError instead of the loader's error",
-)
 def test_deeply_nested_files_are_refused(name: str, tmp_path: Path) -> None:
     fmt, load, errors = _DEEP_LOADERS[name]
     path = tmp_path / ("ankle-demo-0001.yaml" if fmt == "yaml" else "deep.geojson")
@@ -677,12 +645,6 @@ def test_deeply_nested_files_are_refused(name: str, tmp_path: Path) -> None:
     assert str(refused.value).strip()
 
 
-@pytest.mark.xfail(
-    raises=UnicodeDecodeError,
-    strict=True,
-    reason="known bug: devices.simulation.site.load_site_map catches OSError and "
-    "JSONDecodeError around read_text, not UnicodeDecodeError",
-)
 def test_a_site_map_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "site.geojson"
     path.write_bytes(b'{"type": "FeatureCollection", "name": "\xff"}')
@@ -691,13 +653,6 @@ def test_a_site_map_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     assert str(refused.value).strip()
 
 
-@pytest.mark.xfail(
-    raises=OSError,
-    strict=True,
-    reason="known bug: hub.supervision.model.CurfewParams checks the time zone with "
-    "ZoneInfo and catches ZoneInfoNotFoundError and ValueError, but a name longer than "
-    "the file system allows raises OSError (ENAMETOOLONG)",
-)
 def test_a_rule_with_a_long_time_zone_is_refused() -> None:
     rule = copy.deepcopy(RULES[1])
     rule["params"]["timezone"] = "a" * 300
@@ -705,13 +660,6 @@ def test_a_rule_with_a_long_time_zone_is_refused() -> None:
         Rule.model_validate(rule)
 
 
-@pytest.mark.xfail(
-    raises=OverflowError,
-    strict=True,
-    reason="known bug: edge.wearable._point calls float() on any JSON integer, and "
-    "json.loads reads integers of any length, so a 400-digit coordinate raises "
-    "OverflowError instead of TrackError",
-)
 def test_a_track_with_a_huge_integer_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "track.geojson"
     path.write_text('{"type": "LineString", "coordinates": [[' + "9" * 400 + ", 1], [1, 1]]}")
@@ -719,13 +667,6 @@ def test_a_track_with_a_huge_integer_is_refused(tmp_path: Path) -> None:
         load_track(path)
 
 
-@pytest.mark.xfail(
-    raises=OSError,
-    strict=True,
-    reason="known bug: devices.simulation.site checks lantern.timezone with ZoneInfo and "
-    "catches ZoneInfoNotFoundError and ValueError, not the OSError (ENAMETOOLONG) of a "
-    "name longer than the file system allows",
-)
 def test_a_site_map_with_a_long_time_zone_is_refused(tmp_path: Path) -> None:
     document = json.loads(demo_site_path("kereru-flats").read_text())
     document["lantern"]["timezone"] = "a" * 300
@@ -733,3 +674,32 @@ def test_a_site_map_with_a_long_time_zone_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(document))
     with pytest.raises(SiteError):
         load_site_map(path)
+
+
+def test_a_track_position_beyond_a_double_is_refused() -> None:
+    # parse_track takes documents that did not come from a file too: the position check
+    # itself must refuse an integer float() cannot hold.
+    line = {"type": "LineString", "coordinates": [[10**400, 1], [1, 1]]}
+    with pytest.raises(TrackError, match="finite numbers in range"):
+        parse_track(line)
+
+
+@pytest.mark.parametrize("value", ["2025-02-30", "0000-01-01", "!!int 0x"])
+def test_yaml_values_pyyaml_cannot_construct_are_refused(value: str, tmp_path: Path) -> None:
+    # PyYAML lets ValueError out of its timestamp and int constructors.
+    profile = tmp_path / "wristband.yaml"
+    profile.write_text(f"type: wristband\nwhen: {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="YAML value error"):
+        load_profile(profile)
+    federation = tmp_path / "federation.yaml"
+    federation.write_text(f"hub_id: north\nwhen: {value}\n", encoding="utf-8")
+    with pytest.raises(FederationConfigError, match="bad YAML value"):
+        load_federation_settings(federation)
+
+
+def test_a_catalog_battery_beyond_any_wearable_is_refused() -> None:
+    model = BUILTIN_MODELS[0].model_dump(mode="json")
+    for capacity in (10**400, 100_001):
+        with pytest.raises(ValidationError, match="battery_mah"):
+            DeviceModel.model_validate({**model, "battery_mah": capacity})
+    assert DeviceModel.model_validate({**model, "battery_mah": 100_000}).battery_mah == 100_000
