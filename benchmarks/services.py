@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -32,16 +32,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def listening(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:``port``."""
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on ``host``:``port``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
         return False
 
 
-def wait(check: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+def wait(check: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
     """Poll ``check`` until it is true or ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -106,6 +106,37 @@ def postgres_database(admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
         engine.dispose()
 
 
+def serve_command(
+    data_dir: Path,
+    database_url: str,
+    broker_port: int,
+    *,
+    workers: int,
+    client_id: str,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """``lantern hub serve`` (verbose, so it logs "hub serving") with this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "devices.cli",
+        "-v",
+        "hub",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--database-url",
+        database_url,
+        "--mqtt",
+        f"mqtt://127.0.0.1:{broker_port}",
+        "--workers",
+        str(workers),
+        "--client-id",
+        client_id,
+        *extra,
+    ]
+
+
 class HubProcess:
     """``lantern hub serve`` (ingest, supervision, alerts) as a child process."""
 
@@ -119,25 +150,14 @@ class HubProcess:
         extra: tuple[str, ...] = (),
     ) -> None:
         self.log_path = data_dir / "hub.log"
-        self.command = [
-            sys.executable,
-            "-m",
-            "devices.cli",
-            "-v",
-            "hub",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--database-url",
+        self.command = serve_command(
+            data_dir,
             database_url,
-            "--mqtt",
-            f"mqtt://127.0.0.1:{broker_port}",
-            "--workers",
-            str(workers),
-            "--client-id",
-            f"bench-hub-{secrets.token_hex(3)}",
-            *extra,
-        ]
+            broker_port,
+            workers=workers,
+            client_id=f"bench-hub-{secrets.token_hex(3)}",
+            extra=extra,
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 300.0) -> None:

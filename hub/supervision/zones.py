@@ -56,7 +56,10 @@ def _check_position(pos: Any, where: str) -> tuple[float, float]:
         raise ZoneError(f"{where}: a position is [lon, lat] (optionally with altitude)")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pos):
         raise ZoneError(f"{where}: coordinates must be numbers")
-    lon, lat = float(pos[0]), float(pos[1])
+    try:
+        lon, lat = float(pos[0]), float(pos[1])
+    except OverflowError:  # an integer too large for a float: far out of range anyway
+        raise ZoneError(f"{where}: coordinate out of range (too large a number)") from None
     if not (math.isfinite(lon) and math.isfinite(lat)):
         raise ZoneError(f"{where}: coordinates must be finite")
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):

@@ -15,7 +15,6 @@ SQLite file that does not exist is not created.
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -23,9 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
@@ -33,7 +30,7 @@ from hub import audit
 from hub.db.engine import make_engine
 from hub.db.models import AuditEntry
 from tests.access import evidence
-from tests.hub.conftest import PG_ADMIN_URL
+from tests.hub.conftest import fresh_pg_database
 from tests.hub.test_audit import unguard
 from tests.hub.test_serve import hub_env, lantern
 
@@ -286,20 +283,7 @@ def test_a_database_without_an_audit_log_is_exit_2_and_no_file_is_made(tmp_path:
 
 
 def test_a_postgresql_database_without_an_audit_log_is_exit_2() -> None:
-    name = f"lantern_noaudit_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    try:
+    with fresh_pg_database("lantern_noaudit") as url:
         code, stdout, stderr = run(url)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     assert code == 2, (stdout, stderr)
     assert stderr.strip() == _no_log_message(url), stderr

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,10 +39,10 @@ from hub.db.engine import make_engine, write_session
 from hub.db.models import FaceTemplate, Person, ReunionCase
 from hub.federation.signing import sign_message
 from tests.access import evidence
-from tests.edge.mqtt_helpers import PrivateBroker, unique_id
+from tests.edge.mqtt_helpers import PrivateBroker
 from tests.hub.federation.helpers import DIM, MODEL, hub_app, make_keys, write_federation
 from tests.hub.federation.test_three_hubs import FederatedHub
-from tests.hub.test_serve import PASSWORD, hub_env, lantern
+from tests.hub.test_serve import PASSWORD
 
 SECRET_A = "region-A_key-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOP-01"
 SECRET_B = "region-B_key-9876543210-zyxwvutsrqponmlkjihgfedcba-PONMLKJIHGFEDCBA-02"
@@ -56,19 +55,6 @@ class RegionHub(FederatedHub):
     def __init__(self, folder: Path, hub_id: str, broker_port: int, secret: str) -> None:
         super().__init__(folder, hub_id, broker_port)
         self.secret = secret
-
-    def start(self) -> None:
-        env = hub_env(self.secret) | {"LANTERN_FEDERATION_FILE": str(self.federation_file)}
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                lantern(
-                    "-v", "hub", "serve", "--data-dir", str(self.data_dir),
-                    "--http", f"127.0.0.1:{self.port}",
-                    "--mqtt", f"mqtt://127.0.0.1:{self.broker_port}",
-                    "--client-id", unique_id(self.hub_id),
-                ),
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
 
     def __enter__(self) -> RegionHub:
         return self

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.services import listening
+from benchmarks.services import wait as wait_until
 from devices.protocol import (
     HUB_STATE_SUBSCRIPTION,
     Ack,
@@ -77,24 +79,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def listening(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """Poll ``check`` until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return check()
 
 
 def require_system_broker() -> None:

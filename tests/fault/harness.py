@@ -40,13 +40,12 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +55,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from benchmarks.services import serve_command
 from devices.protocol import AlarmBody, AlarmEvent, PositionBody, encode, evt_topic, new_event_id
 from edge.comms.mqtt import MqttPeer, MqttSettings, RawMessage
 from hub.alerts import ALARM_SEVERITY
@@ -69,6 +69,7 @@ from tests.edge.mqtt_helpers import (
     run_env,
     unique_id,
     wait_until,
+    write_track,
 )
 from tests.hub.test_ingest import FakeDevices, register
 
@@ -138,27 +139,14 @@ class HubProcess:
         extra: Sequence[str] = (),
     ) -> None:
         self.http_port = free_port()
-        self.command = [
-            sys.executable,
-            "-m",
-            "devices.cli",
-            "-v",
-            "hub",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--database-url",
+        self.command = serve_command(
+            data_dir,
             database_url,
-            "--mqtt",
-            f"mqtt://127.0.0.1:{broker_port}",
-            "--workers",
-            str(workers),
-            "--client-id",
-            client_id,
-            "--http",
-            f"127.0.0.1:{self.http_port}",
-            *extra,
-        ]
+            broker_port,
+            workers=workers,
+            client_id=client_id,
+            extra=("--http", f"127.0.0.1:{self.http_port}", *extra),
+        )
         self.log = log
         self.env = hub_env()
         self.process: subprocess.Popen[bytes] | None = None
@@ -223,32 +211,6 @@ class HubProcess:
 
 
 # -- the edge ------------------------------------------------------------------------------
-
-
-TRACK = {
-    "type": "FeatureCollection",
-    "features": [
-        {
-            "type": "Feature",
-            "properties": {"name": "yard loop"},
-            "geometry": {
-                "type": "LineString",
-                "coordinates": [
-                    [-0.12800, 51.50700],
-                    [-0.12700, 51.50750],
-                    [-0.12600, 51.50720],
-                    [-0.12550, 51.50800],
-                ],
-            },
-        }
-    ],
-}
-
-
-def write_track(folder: Path) -> Path:
-    path = folder / "track.geojson"
-    path.write_text(json.dumps(TRACK), encoding="utf-8")
-    return path
 
 
 def event_log_ids(path: Path) -> set[str]:
@@ -770,6 +732,15 @@ class Rig:
 
     def sent(self) -> set[str]:
         return set().union(*(a.event_ids() for a in self.agents)) | self.sos.sent()
+
+    def stream_until(self, stored: int, log_tail: Callable[[], str]) -> int:
+        """Start the agents, wait until ``stored`` of their events are in the database,
+        raise the SOS (so an alarm is in flight when the fault comes) and return how many
+        were stored then."""
+        self.start_agents()
+        assert wait_until(lambda: self.stored_count() >= stored, 60, 0.1), log_tail()
+        self.sos.raise_sos()
+        return self.stored_count()
 
     def stored_count(self) -> int:
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.mqtt_helpers import PrivateBroker, wait_until
+from tests.edge.mqtt_helpers import PrivateBroker
 from tests.fault.harness import (
     HubProcess,
     Rig,
@@ -59,12 +59,7 @@ def test_broker_restart(tmp_path: Path, sqlite_template: Path) -> None:
         try:
             hub.start()
             with rig:
-                rig.start_agents()
-                assert wait_until(lambda: rig.stored_count() >= RESTART_AFTER_STORED, 60, 0.1), (
-                    hub.tail()
-                )
-                rig.sos.raise_sos()
-                stored_at_fault = rig.stored_count()
+                stored_at_fault = rig.stream_until(RESTART_AFTER_STORED, hub.tail)
                 broker.restart(down_s=DOWN_S)
                 fault_end = time.monotonic()
                 recover_s = rig.recover(fault_end)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from hub.db.engine import make_engine
 from hub.db.migrate import upgrade
-from tests.edge.mqtt_helpers import PrivateBroker, wait_until
+from tests.edge.mqtt_helpers import PrivateBroker
 from tests.fault.harness import (
     HubProcess,
     PrivatePostgres,
@@ -77,12 +77,7 @@ def test_postgres_restart(tmp_path: Path, cluster: PrivatePostgres) -> None:
         try:
             hub.start()
             with rig:
-                rig.start_agents()
-                assert wait_until(lambda: rig.stored_count() >= STOP_AFTER_STORED, 60, 0.1), (
-                    hub.tail()
-                )
-                rig.sos.raise_sos()
-                stored_at_fault = rig.stored_count()
+                stored_at_fault = rig.stream_until(STOP_AFTER_STORED, hub.tail)
                 engine.dispose()  # our own connections would be cut too
                 cluster.stop("fast")
                 down_at = time.monotonic()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from tests.edge.mqtt_helpers import PrivateBroker, wait_until
+from tests.edge.mqtt_helpers import PrivateBroker
 from tests.fault.harness import HubProcess, Rig, assert_clean, fast_folder, write_result
 
 pytestmark = pytest.mark.fault
@@ -71,13 +71,8 @@ def test_shared_workers(tmp_path: Path, pg_engine: Engine) -> None:
             for hub in hubs:
                 hub.start()
             with rig:
-                rig.start_agents()
-                assert wait_until(lambda: rig.stored_count() >= KILL_AFTER_STORED, 60, 0.1), (
-                    doomed.tail()
-                )
-                rig.sos.raise_sos()
+                stored_at_fault = rig.stream_until(KILL_AFTER_STORED, doomed.tail)
                 stored_by_doomed = int(doomed.metric("lantern_events_stored_total"))
-                stored_at_fault = rig.stored_count()
                 assert doomed.kill(signal.SIGKILL) == -signal.SIGKILL
                 fault_end = time.monotonic()
                 recover_s = rig.recover(fault_end)

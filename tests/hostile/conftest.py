@@ -24,14 +24,17 @@ from tests.hub.conftest import (
     pg_url,
     sqlite_template,
 )
+from tests.hub.test_ingest import broker, hub
 
 __all__ = [
     "ARTIFACTS",
     "Figures",
     "_fast_password_hashing",
+    "broker",
     "engine",
     "figures",
     "hostile_settings",
+    "hub",
     "pg_engine",
     "pg_url",
     "sqlite_template",

@@ -15,10 +15,8 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,9 +26,8 @@ from sqlalchemy.orm import Session
 
 from devices.protocol import ProtocolError, decode
 from devices.signing import generate_private_key, public_key_to_b64, sign
-from hub.comms.mqtt import HubMqttSettings
 from hub.db.models import Credential, Position, Quarantine
-from hub.ingest import Ingest, IngestSettings
+from hub.ingest import Ingest
 from tests.edge.mqtt_helpers import PrivateBroker, unique_id, wait_until
 from tests.hostile.conftest import Figures
 from tests.hostile.strategies import Hostile, hostile_payloads, hub_bound_messages
@@ -65,24 +62,6 @@ def corpus() -> tuple[Hostile, ...]:
     collect()
     assert len(drawn) >= CORPUS_SIZE
     return tuple(drawn)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    with PrivateBroker(tmp_path / "broker") as running:
-        yield running
-
-
-@pytest.fixture
-def hub(engine: Engine, broker: PrivateBroker) -> Iterator[Ingest]:
-    ingest = Ingest(
-        engine,
-        HubMqttSettings(port=broker.port, client_id=unique_id("hub"), session_expiry_s=60),
-        IngestSettings(workers=3),
-    )
-    assert ingest.start(10), "hub ingest did not subscribe"
-    yield ingest
-    ingest.stop(10)
 
 
 def _quarantined(engine: Engine) -> int:

@@ -9,6 +9,7 @@ end. When the server cannot be reached the PostgreSQL cases are skipped, saying 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -41,10 +42,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL database for this test session."""
-    name = f"lantern_test_{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "lantern_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards; skips the test when the
+    server cannot be reached. Yields its URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
@@ -59,6 +61,13 @@ def pg_url() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database for this test session."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

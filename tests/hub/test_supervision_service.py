@@ -103,6 +103,19 @@ def walk(
     return at + timedelta(seconds=10 * count)
 
 
+def alarm(state: str, type_: str = "strap.tamper", alarm_id: str = "tamper-1") -> AlarmEvent:
+    """An alarm event of the seeded device at T0."""
+    return AlarmEvent(
+        device_id=DEVICE,
+        event_id=new_event_id(),
+        boot_id=BOOT,
+        seq=1,
+        captured_at=T0,
+        sent_at=T0,
+        body=AlarmBody(type=type_, state=state, alarm_id=alarm_id),  # type: ignore[arg-type]
+    )
+
+
 def alerts_of(engine: Engine) -> list[Alert]:
     with Session(engine) as session:
         return list(session.scalars(select(Alert).order_by(Alert.id)))
@@ -190,17 +203,6 @@ def test_device_alarms_become_alerts_of_the_subject(engine: Engine) -> None:
     published: list[dict[str, Any]] = []
     service = SupervisionService(engine, on_alert=published.append)
 
-    def alarm(state: str, type_: str = "strap.tamper") -> AlarmEvent:
-        return AlarmEvent(
-            device_id=DEVICE,
-            event_id=new_event_id(),
-            boot_id=BOOT,
-            seq=1,
-            captured_at=T0,
-            sent_at=T0,
-            body=AlarmBody(type=type_, state=state, alarm_id="tamper-1"),  # type: ignore[arg-type]
-        )
-
     service.on_alarm(alarm("active"))
     service.on_alarm(alarm("active"))  # redelivered
     service.on_alarm(alarm("active", "watchlist.hit"))  # not a supervision alert
@@ -218,20 +220,12 @@ def test_an_alert_whose_write_failed_is_recorded_by_the_next_tick(engine: Engine
     it restarts): the alarm's alert is kept and written by the clock's next tick."""
     seed(engine, EXCLUSION)
     service = SupervisionService(engine)
-    alarm = AlarmEvent(
-        device_id=DEVICE,
-        event_id=new_event_id(),
-        boot_id=BOOT,
-        seq=1,
-        captured_at=T0,
-        sent_at=T0,
-        body=AlarmBody(type="sos", state="active", alarm_id="sos-1"),
-    )
+    sos = alarm("active", "sos", "sos-1")
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE alerts RENAME TO alerts_away"))
     try:
         with pytest.raises(DBAPIError):
-            service.on_alarm(alarm)
+            service.on_alarm(sos)
         with pytest.raises(DBAPIError):
             service.tick(T0 + timedelta(seconds=1), save_states=False)  # still away
     finally:

@@ -40,6 +40,9 @@ def _photo(faces_dir: Path, n: int) -> Path:
 class FederatedHub:
     """``lantern hub serve --http`` with ``LANTERN_FEDERATION_FILE``, and a user."""
 
+    secret = SECRET
+    """The hub's JWT signing key (a subclass may give each hub its own)."""
+
     def __init__(self, folder: Path, hub_id: str, broker_port: int) -> None:
         self.hub_id = hub_id
         self.folder = folder
@@ -58,7 +61,7 @@ class FederatedHub:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def start(self) -> None:
-        env = hub_env(SECRET) | {"LANTERN_FEDERATION_FILE": str(self.federation_file)}
+        env = hub_env(self.secret) | {"LANTERN_FEDERATION_FILE": str(self.federation_file)}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 lantern(
