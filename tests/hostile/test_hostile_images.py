@@ -41,11 +41,13 @@ from tests.hub.test_api import _add_user, _login, _settings
 
 pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("watchdog")]
 
-PEAK_LIMIT_MIB = 768
-"""Generous bound on the peak resident memory of a process that imports the models
-package and decodes one image. Importing alone peaks at 220-400 MiB here (the face
-runtimes); the largest image allowed (a 36 MP bomb of a few kilobytes) ends near
-470 MiB; a 30,000 x 30,000 image decoded in full would need 2.5 GiB more."""
+DECODE_GROWTH_LIMIT_MIB = 512
+"""How much one decode may raise its process's peak memory above what the imports
+left. The imports alone (numpy, Pillow, OpenCV, ONNX Runtime) peak at 200-800 MiB
+depending on the machine and on a fresh or warm installation, which says nothing about
+the image, so they are not counted. The largest image allowed (a 36 MP bomb of a few
+kilobytes) adds about 260 MiB; a bomb refused on its header adds nothing; a
+30,000 x 30,000 image decoded in full would need more than 2.5 GiB."""
 
 REFUSED_EXTRA_MIB = 32
 """A bomb refused on its header may cost no more than this over decoding a 1x1 image."""
@@ -194,10 +196,12 @@ def test_the_loader_refuses_or_decodes_within_bounded_memory(
         assert got["outcome"] == LOADER_EXPECTED[name], (name, got["detail"])
         if got["outcome"] == "refused":
             assert str(path) in got["detail"] and len(got["detail"]) > len(str(path)) + 5
-        assert peak_mib < PEAK_LIMIT_MIB, (name, peak_mib)
+        growth_mib = peak_mib - got["imports_kib"] / 1024
+        results[name]["decode_growth_mib"] = round(growth_mib, 1)
+        assert growth_mib < DECODE_GROWTH_LIMIT_MIB, (name, peak_mib, growth_mib)
     figures.record("images", "loader", results)
     figures.record("images", "max_pixels", MAX_PIXELS)
-    figures.record("images", "peak_limit_mib", PEAK_LIMIT_MIB)
+    figures.record("images", "decode_growth_limit_mib", DECODE_GROWTH_LIMIT_MIB)
     # The bombs over the limit cost no more than a 1x1 image (refused on the header).
     control = results["one_pixel_png"]["peak_mib"]
     for name in ("bomb_png_30000x30000", "bomb_png_20000x20000", "bomb_png_8000x8000_over_limit"):
