@@ -112,7 +112,7 @@ def _county(frame: LocalFrame, zone_id: str, rng: random.Random) -> dict[str, An
     }
 
 
-def _device(i: int) -> str:
+def device_name(i: int) -> str:
     return f"bench-{i:05d}"
 
 
@@ -128,7 +128,7 @@ def workload(subjects: int, seed: int = 1) -> Workload:
     end = T_START + timedelta(seconds=WINDOW_S)
     side = max(1, math.ceil(math.sqrt(subjects)))
     for i in range(subjects):
-        device = _device(i)
+        device = device_name(i)
         # A grid of homes 2-3 km apart around the Netherlands.
         lat0 = 51.5 + (i // side) * 0.02 + rng.uniform(-0.004, 0.004)
         lon0 = 4.0 + (i % side) * 0.03 + rng.uniform(-0.006, 0.006)
@@ -157,7 +157,7 @@ def workload(subjects: int, seed: int = 1) -> Workload:
             },
             {
                 "kind": "proximity",
-                "other_device_id": _device((i + 1) % subjects),
+                "other_device_id": device_name((i + 1) % subjects),
                 "min_distance_m": 300,
             },
             {"kind": "silence", "max_silence_s": 900},
@@ -317,7 +317,7 @@ def run_naive_subject(w: Workload, geoms: dict[str, BaseGeometry]) -> dict[str, 
 # -- end to end -------------------------------------------------------------------------
 
 
-def _seed_e2e(db_url: str, subjects: int, seed: int) -> tuple[Workload, str]:
+def seed_workload(db_url: str, subjects: int, seed: int) -> tuple[Workload, str]:
     """Sites, devices, persons, zones and rules of a live workload in the hub's
     database, and an admin user; returns the workload (rules valid from now) and the
     user's password."""
@@ -337,7 +337,7 @@ def _seed_e2e(db_url: str, subjects: int, seed: int) -> tuple[Workload, str]:
             persons = [Person(category="supervised", display_name=f"S{i}") for i in range(subjects)]
             session.add_all(persons)
             session.add_all(
-                Device(device_id=_device(i), site_id="bench", model="lantern-ankle-a1")
+                Device(device_id=device_name(i), site_id="bench", model="lantern-ankle-a1")
                 for i in range(subjects)
             )
             session.add_all(
@@ -421,7 +421,7 @@ def run_e2e(subjects: int, rate: float, seconds: float, seed: int) -> dict[str, 
         eng = make_engine(db_url)
         upgrade(eng)
         eng.dispose()
-        w, password = _seed_e2e(db_url, subjects, seed)
+        w, password = seed_workload(db_url, subjects, seed)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LANTERN_")}
         env["LANTERN_JWT_SECRET"] = "bench-" + secrets.token_urlsafe(48)

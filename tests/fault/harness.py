@@ -63,6 +63,7 @@ from hub.db.engine import make_engine
 from hub.db.models import Alarm, Alert, Checkin, Position, Quarantine, Sighting
 from tests.edge.mqtt_helpers import (
     REPO,
+    PrivateBroker,
     edge_command,
     free_port,
     listening,
@@ -668,11 +669,18 @@ def sqlite_database(template: Path, folder: Path) -> tuple[Engine, str]:
     return make_engine(url), url
 
 
+STREAM_AGENTS = 3
+STREAM_EVENTS_PER_AGENT = 900
+STREAM_RATE = 9000.0
+"""The standard stream of a fault scenario: three agents, 900 positions each, the ankle
+tag's 60 s interval sped up to about 150 positions a second per agent."""
+
+
 class Rig:
     """The devices of one run and the figures they add up to.
 
     ``agents`` wearable processes (ids ``<prefix>-<n>-<random>``) through
-    ``agent_port`` (the broker, or a proxy in front of it), one :class:`AlarmDevice`,
+    ``agent_port`` (default: the broker's; or a proxy in front of it), one :class:`AlarmDevice`,
     and a :class:`WireObserver`; all registered in the database first."""
 
     def __init__(
@@ -683,13 +691,15 @@ class Rig:
         engine: Engine,
         tmp_path: Path,
         fast: Path,
-        broker_settings: MqttSettings,
-        agent_port: int,
-        agents: int,
-        rate: float,
-        max_events: int,
+        broker: PrivateBroker,
+        agent_port: int | None = None,
+        agents: int = STREAM_AGENTS,
+        rate: float = STREAM_RATE,
+        max_events: int = STREAM_EVENTS_PER_AGENT,
         window: int = 64,
     ) -> None:
+        broker_settings = broker.settings()
+        agent_port = broker.port if agent_port is None else agent_port
         self.scenario = scenario
         self.backend = backend
         self.engine = engine

@@ -30,9 +30,6 @@ pytestmark = pytest.mark.fault
 
 logger = logging.getLogger(__name__)
 
-AGENTS = 3
-EVENTS_PER_AGENT = 900
-RATE = 9000.0  # a position every 60/9000 s: about 150 a second per agent
 RESTART_AFTER_STORED = 700
 DOWN_S = 2.0
 
@@ -50,11 +47,7 @@ def test_broker_restart(tmp_path: Path, sqlite_template: Path) -> None:
             engine=engine,
             tmp_path=tmp_path,
             fast=fast,
-            broker_settings=broker.settings(),
-            agent_port=broker.port,
-            agents=AGENTS,
-            rate=RATE,
-            max_events=EVENTS_PER_AGENT,
+            broker=broker,
         )
         try:
             hub.start()

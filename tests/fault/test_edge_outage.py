@@ -48,7 +48,7 @@ def test_edge_outage_10k(tmp_path: Path, pg_engine: Engine) -> None:
             engine=pg_engine,
             tmp_path=tmp_path,
             fast=fast,
-            broker_settings=broker.settings(),
+            broker=broker,
             agent_port=proxy.port,
             agents=AGENTS,
             rate=RATE,

@@ -34,9 +34,6 @@ pytestmark = pytest.mark.fault
 
 logger = logging.getLogger(__name__)
 
-AGENTS = 3
-EVENTS_PER_AGENT = 900
-RATE = 9000.0
 STOP_AFTER_STORED = 700
 DOWN_S = 3.0
 ACK_GRACE_S = 1.0
@@ -68,11 +65,7 @@ def test_postgres_restart(tmp_path: Path, cluster: PrivatePostgres) -> None:
             engine=engine,
             tmp_path=tmp_path,
             fast=fast,
-            broker_settings=broker.settings(),
-            agent_port=broker.port,
-            agents=AGENTS,
-            rate=RATE,
-            max_events=EVENTS_PER_AGENT,
+            broker=broker,
         )
         try:
             hub.start()

@@ -29,9 +29,6 @@ pytestmark = pytest.mark.fault
 
 logger = logging.getLogger(__name__)
 
-AGENTS = 3
-EVENTS_PER_AGENT = 900
-RATE = 9000.0
 KILL_AFTER_STORED = 700
 SESSION_EXPIRY_S = 5
 
@@ -61,11 +58,7 @@ def test_shared_workers(tmp_path: Path, pg_engine: Engine) -> None:
             engine=pg_engine,
             tmp_path=tmp_path,
             fast=fast,
-            broker_settings=broker.settings(),
-            agent_port=broker.port,
-            agents=AGENTS,
-            rate=RATE,
-            max_events=EVENTS_PER_AGENT,
+            broker=broker,
         )
         try:
             for hub in hubs:
