@@ -240,8 +240,8 @@ class CutProxy:
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        source.settimeout(None)
         try:
+            source.settimeout(None)  # inside the try: a cut may close it before we start
             while True:
                 data = source.recv(65536)
                 if not data:
